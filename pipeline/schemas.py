@@ -1,0 +1,290 @@
+"""The JSON Schemas in ``schemas/`` and the translation of their errors into located findings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import functools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+from pipeline.findings import Finding, Severity
+from pipeline.yamlsource import json_path, locate
+
+ERROR = Severity.ERROR
+
+#: Messages never print more than this much of a value.
+MAX_VALUE_CHARS = 60
+
+
+def schema_dir() -> Path:
+    """Where the schema files are: inside an installed wheel, or the source tree's schemas/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_schemas", here.parent / "schemas"):
+        if (candidate / "skills-v3.json").is_file():
+            return candidate
+    raise FileNotFoundError("labbot's schemas/ folder is missing from this installation")
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """A schema by file name, e.g. ``knowledge-v3.json``."""
+    with open(schema_dir() / name, encoding="utf-8") as fh:
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(name))
+
+
+def schema_name(kind: str, version: int) -> str:
+    """The schema file for a kind and version; foundational skills use the skill schema."""
+    if kind == "knowledge":
+        return f"knowledge-v{version}.json"
+    return f"skills-v{version}.json"
+
+
+def describe(value: Any) -> str:
+    """A short, safe rendering of a YAML value for a message."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, dt.date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_VALUE_CHARS else value[: MAX_VALUE_CHARS - 1] + "…"
+        return repr(text)
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"a mapping with {len(value)} keys"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {
+    "string": "text",
+    "integer": "a whole number",
+    "array": "a list",
+    "object": "a mapping of keys to values",
+    "boolean": "true or false",
+    "number": "a number",
+}
+
+
+def _field(path: list[str | int]) -> str:
+    for step in reversed(path):
+        if isinstance(step, str):
+            return step
+    return "the file"
+
+
+def validate(data: Any, schema: str, root: Node) -> list[Finding]:
+    """Every schema violation of ``data`` as a finding located on its node in ``root``."""
+    findings: list[Finding] = []
+    for error in _errors(validator(schema), data):
+        findings.extend(_translate(error, root))
+    return findings
+
+
+def _errors(v: Draft202012Validator, data: Any) -> Iterator[ValidationError]:
+    # Our schemas have no oneOf/anyOf, so every error stands alone (no error.context to walk).
+    yield from v.iter_errors(data)
+
+
+def _finding(
+    rule: str,
+    node: Node,
+    message: str,
+    hint: str,
+    path: list[str | int],
+) -> Finding:
+    mark = node.start_mark
+    return Finding(rule, ERROR, mark.line + 1, mark.column + 1, message, hint, json_path(path))
+
+
+def _translate(error: ValidationError, root: Node) -> list[Finding]:
+    path = list(error.absolute_path)
+    node, key_node = locate(root, path)
+    field = _field(path)
+    instance: Any = error.instance
+    validator_name = error.validator
+    validator_value: Any = error.validator_value
+    subschema: Any = error.schema
+
+    if validator_name == "required":
+        missing = [k for k in validator_value if k not in instance]
+        return [
+            _finding(
+                "schema.missing-key",
+                _mapping_anchor(node),
+                f"missing required key '{name}'" + ("" if not path else f" in {json_path(path)}"),
+                _MISSING_HINTS.get(name, f"Add a '{name}:' entry here."),
+                path,
+            )
+            for name in missing
+        ]
+    if validator_name == "unevaluatedProperties":
+        known = set(subschema.get("properties", {}))
+        out = []
+        for k in instance:
+            if k in known:
+                continue
+            _, knode = locate(node, [k]) if isinstance(node, MappingNode) else (node, None)
+            out.append(
+                _finding(
+                    "schema.unexpected-key",
+                    knode or _mapping_anchor(node),
+                    f"unexpected key '{k}'" + ("" if not path else f" in {json_path(path)}"),
+                    _unexpected_hint(str(k), known),
+                    [*path, str(k)],
+                )
+            )
+        return out
+    if validator_name == "type":
+        want = validator_value
+        want_words = _TYPE_WORDS.get(want, want) if isinstance(want, str) else str(want)
+        hint = 'Quote the value so YAML reads it as text, e.g. answer: "yes".'
+        if want != "string":
+            hint = f"Write {field} as {want_words}."
+        return [
+            _finding(
+                "schema.type",
+                node,
+                f"'{field}' must be {want_words}, but YAML read {describe(instance)}",
+                hint,
+                path,
+            )
+        ]
+    if validator_name == "minLength":
+        return [
+            _finding(
+                "schema.empty",
+                node,
+                f"'{field}' is empty",
+                f"Write the {field.replace('_', ' ')} text.",
+                path,
+            )
+        ]
+    if validator_name == "minItems":
+        need = validator_value
+        have = len(instance) if isinstance(instance, list) else 0
+        return [
+            _finding(
+                "schema.too-few",
+                node,
+                f"'{field}' has {have} item{'s' if have != 1 else ''}; "
+                f"at least {need} are required",
+                _TOO_FEW_HINTS.get(field, f"Add items to {field} until there are {need}."),
+                path,
+            )
+        ]
+    if (
+        validator_name == "uniqueItems"
+        and isinstance(instance, list)
+        and isinstance(node, SequenceNode)
+    ):
+        out = []
+        for first, dup in _duplicates(instance):
+            dup_node = node.value[dup] if dup < len(node.value) else node
+            first_line = node.value[first].start_mark.line + 1 if first < len(node.value) else 1
+            out.append(
+                _finding(
+                    "schema.duplicate",
+                    dup_node,
+                    f"item {dup + 1} of '{field}' repeats item {first + 1} (line {first_line})",
+                    "Each item must be different: change or remove the repeated one.",
+                    [*path, dup],
+                )
+            )
+        return out
+    if validator_name == "const":
+        if field == "version":
+            return [
+                _finding(
+                    "schema.version",
+                    node,
+                    f"'version' must be {error.validator_value}, found {describe(instance)}",
+                    f"Write version: {error.validator_value} (a number, without quotes).",
+                    path,
+                )
+            ]
+    text = error.message
+    if len(text) > 200:
+        text = text[:199] + "…"
+    return [_finding("schema.invalid", node, text, "", path)]
+
+
+def _mapping_anchor(node: Node) -> Node:
+    """Where to point for a problem with a whole mapping: its first key, as ``yq`` would."""
+    if isinstance(node, MappingNode) and node.value:
+        first_key: Node = node.value[0][0]
+        return first_key
+    return node
+
+
+def _duplicates(items: list[Any]) -> list[tuple[int, int]]:
+    seen: list[tuple[int, Any]] = []
+    pairs = []
+    for i, item in enumerate(items):
+        for j, other in seen:
+            if _equal(item, other):
+                pairs.append((j, i))
+                break
+        else:
+            seen.append((i, item))
+    return pairs
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _unexpected_hint(key: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    if close:
+        return f"Did you mean '{close[0]}'? Allowed keys here: {', '.join(sorted(known))}."
+    if key == "attribution":
+        return "Attribution goes in an attribution.txt file beside qna.yaml, not in qna.yaml."
+    if key == "task_description":
+        return (
+            "Knowledge files (version 3) have no task_description; describe the document in "
+            "document_outline instead."
+        )
+    return f"Remove it. Allowed keys here: {', '.join(sorted(known))}."
+
+
+_MISSING_HINTS = {
+    "version": "Add 'version: 3' as the first line.",
+    "created_by": "Add 'created_by: <your GitHub username>'.",
+    "task_description": "Add 'task_description:' with one sentence saying what the skill teaches.",
+    "seed_examples": "Add 'seed_examples:' with at least 5 examples.",
+    "domain": "Add 'domain:' naming the subject area, e.g. 'domain: astronomy'.",
+    "document_outline": "Add 'document_outline:' with a one-line summary of the document.",
+    "document": "Add 'document:' with repo, commit and patterns of the source document.",
+    "question": "Add 'question:' to this example.",
+    "answer": "Add 'answer:' to this example.",
+    "context": "Add 'context:' with a passage from the document.",
+    "questions_and_answers": "Add 'questions_and_answers:' with at least 3 question/answer pairs.",
+    "repo": "Add 'repo:' with the https URL of the document's git repository.",
+    "commit": "Add 'commit:' with the full 40-character SHA of the document's commit.",
+    "patterns": "Add 'patterns:' with a list of the document file names, e.g. [\"doc.md\"].",
+}
+
+_TOO_FEW_HINTS = {
+    "seed_examples": "Add more seed examples; the teacher model needs several to generalise.",
+    "questions_and_answers": "Write at least 3 question/answer pairs about each context.",
+    "patterns": 'List at least one document file pattern, e.g. ["doc.md"].',
+}
