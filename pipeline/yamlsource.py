@@ -197,7 +197,9 @@ def _syntax_finding(exc: MarkedYAMLError, text: str) -> Finding:
                     "a tab is used for indentation; YAML allows only spaces there",
                     "Replace each tab at the start of the line with spaces (2 per level).",
                 )
-    if "found undefined alias" in message or "undefined alias" in problem:
+    if "scanning an alias" in message and exc.context_mark is not None:
+        line, col = exc.context_mark.line + 1, exc.context_mark.column + 1
+    if "undefined alias" in message or "scanning an alias" in message:
         return Finding(
             "yaml.undefined-alias",
             ERROR,
