@@ -1,16 +1,54 @@
-"""The ``labbot`` console script: the pipeline's commands plus ``serve`` for the App."""
+"""The ``labbot`` console script: the pipeline's commands plus ``serve`` for the App.
+
+This is the App's entry point: the only place that reads the environment for it.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from pipeline.cli import build_parser, run
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    from bot.errors import SettingsError
+    from bot.settings import from_env
+
+    try:
+        settings = from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    import uvicorn
+
+    from bot.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    serve = sub.add_parser(
+        "serve",
+        help="run the GitHub App (webhook server and workers)",
+        description="Run the GitHub App. Settings come from LABBOT_* environment variables "
+        "(see .env.example); it refuses to start without a webhook secret and a private key.",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=run_serve)
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    return run(parser, argv)
+    return run(parser(), argv)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/repos/{owner}/{repo}/issues/{issue_number}/labels"),
     ("post", "/repos/{owner}/{repo}/issues/{issue_number}/labels"),
     ("delete", "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}"),
+    ("put", "/repos/{owner}/{repo}/issues/{issue_number}/labels"),
+    ("get", "/repos/{owner}/{repo}/labels"),
     ("post", "/repos/{owner}/{repo}/labels"),
     ("get", "/repos/{owner}/{repo}/labels/{name}"),
     ("get", "/repos/{owner}/{repo}/collaborators/{username}/permission"),

@@ -8,7 +8,8 @@ that matter here, so the subset is translated once, at load time, into JSON Sche
 * boolean ``exclusiveMinimum``/``exclusiveMaximum`` become the numeric form.
 * ``example`` keywords are dropped (they are not assertions).
 
-The committed file itself stays byte-for-byte what the update script extracted.
+Known errata in GitHub's description are patched at load time too (``ERRATA`` below, each with
+the reason); the committed file itself stays byte-for-byte what the update script extracted.
 """
 
 from __future__ import annotations
@@ -99,6 +100,59 @@ def _to_json_schema(node: Any) -> Any:
     return out
 
 
+def _walk(node: Any, visit: Any) -> None:
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, visit)
+
+
+def _erratum_account_all_of(spec: dict[str, Any]) -> None:
+    """``GET /app/installations`` declares ``account: allOf[Simple User, Enterprise]``: no
+    account is both (GitHub's own example fails it). ``#/components/schemas/installation`` says
+    ``anyOf``, which is what GitHub sends."""
+
+    def visit(node: dict[str, Any]) -> None:
+        parts = node.get("allOf")
+        if isinstance(parts, list) and {p.get("title") for p in parts if isinstance(p, dict)} == {
+            "Simple User",
+            "Enterprise",
+        }:
+            node["anyOf"] = node.pop("allOf")
+
+    _walk(spec.get("paths", {}), visit)
+
+
+def _erratum_bare_label_array(spec: dict[str, Any]) -> None:
+    """``POST``/``PUT /repos/{owner}/{repo}/issues/{issue_number}/labels``: the descriptions say
+    an ``array`` of label names may be passed directly (PyGithub's ``add_to_labels`` and
+    ``set_labels`` do), and that ``PUT`` with an empty array removes all labels, but the
+    schemas only list ``{"labels": [...]}`` objects with ``minItems: 1``."""
+    path = spec.get("paths", {}).get("/repos/{owner}/{repo}/issues/{issue_number}/labels", {})
+    extra = {
+        "post": [{"type": "array", "minItems": 1, "items": {"type": "string"}}],
+        "put": [
+            {"type": "array", "items": {"type": "string"}},
+            {
+                "type": "object",
+                "properties": {"labels": {"type": "array", "maxItems": 0}},
+                "required": ["labels"],
+            },
+        ],
+    }
+    for method, alternatives in extra.items():
+        body = path.get(method, {}).get("requestBody", {}).get("content", {})
+        schema = body.get("application/json", {}).get("schema", {})
+        if isinstance(schema.get("oneOf"), list):
+            schema["oneOf"].extend(alternatives)
+
+
+ERRATA = (_erratum_account_all_of, _erratum_bare_label_array)
+
+
 def _format_checker() -> FormatChecker:
     checker = FormatChecker(formats=())
 
@@ -109,8 +163,22 @@ def _format_checker() -> FormatChecker:
     return checker
 
 
+_SIZED = {
+    "maxItems": "items",
+    "minItems": "items",
+    "maxLength": "characters",
+    "minLength": "characters",
+    "maxProperties": "properties",
+    "minProperties": "properties",
+}
+
+
 def _describe(error: Any) -> str:
     where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+    unit = _SIZED.get(error.validator)
+    if unit is not None and hasattr(error.instance, "__len__"):
+        size = len(error.instance)
+        return f"{where}: violates {error.validator}={error.validator_value} ({size} {unit})"
     return f"{where}: {error.message[:300]}"
 
 
@@ -147,6 +215,8 @@ class Contract:
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.raw: Mapping[str, Any] = spec
         self.spec: dict[str, Any] = _to_json_schema(copy.deepcopy(dict(spec)))
+        for erratum in ERRATA:
+            erratum(self.spec)
         # Examples must stay verbatim, not translated.
         self.spec.setdefault("components", {})["examples"] = spec.get("components", {}).get(
             "examples", {}

@@ -1,0 +1,140 @@
+"""Benchmark the App on loopback against the fake GitHub, and print the figures.
+
+1. 1,000 signed pull_request deliveries from 50 concurrent clients: how many were recorded
+   (none may be lost) and the acknowledgement latency (p50, p99; target p99 <= 50 ms).
+2. A 5-file pull request, from delivery to a completed labbot/validate check run (target
+   p50 <= 1 s), over 10 pull requests.
+
+    .venv/bin/python benchmarks/webhook_load.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.bot.test_app_e2e import Server, settings_for, wait_for  # noqa: E402
+from tests.fakegithub import FakeGitHub, encode_payload, webhook_headers  # noqa: E402
+from tests.samples import SKILL  # noqa: E402
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    fake = FakeGitHub().start()
+    scene = fake.quickstart("org/taxonomy", files={"README.md": "x\n"})
+    with tempfile.TemporaryDirectory() as tmp, Server(settings_for(fake, scene, Path(tmp))) as srv:
+        import os
+        import subprocess
+
+        port = free_port()
+        key = Path(tmp) / "key.pem"
+        key.write_text(scene.app.private_key_pem)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
+        env.update(
+            LABBOT_APP_ID=str(scene.app.id),
+            LABBOT_PRIVATE_KEY_PATH=str(key),
+            LABBOT_WEBHOOK_SECRET=scene.app.webhook_secret,
+            LABBOT_GITHUB_API_URL=fake.url,
+            LABBOT_DATA_DIR=str(Path(tmp) / "serve"),
+            LABBOT_WORKERS="2",
+            LABBOT_WRITE_INTERVAL_SECONDS="0",
+        )
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+            env=env,
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        serve_url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _up(serve_url), what="labbot serve")
+        pr = scene.repo.create_pull(head="load", files={"README.md": "load\n"})
+        payload = fake.webhook_payload("pull_request", "opened", repo=scene.repo, pr=pr)
+        body = encode_payload(payload)
+        secret = scene.app.webhook_secret
+        client = httpx.Client(limits=httpx.Limits(max_connections=50))
+
+        def send(_: int) -> tuple[int, float]:
+            headers = webhook_headers("pull_request", body, secret, delivery_id=str(uuid.uuid4()))
+            start = time.perf_counter()
+            status = client.post(serve_url + "/webhook", content=body, headers=headers).status_code
+            return status, time.perf_counter() - start
+
+        for i in range(20):  # warm up connections
+            send(i)
+        with ThreadPoolExecutor(50) as pool:
+            results = list(pool.map(send, range(1000)))
+        metrics = httpx.get(serve_url + "/metrics").text
+        proc.terminate()
+        proc.wait(10)
+        recorded = sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in metrics.splitlines()
+            if line.startswith('labbot_deliveries_total{event="pull_request"')
+        )
+        latencies = [t * 1000 for s, t in results if s == 202]
+        print(
+            f"1000 deliveries, 50 clients: {len(latencies)} acknowledged 202, {recorded - 20} "
+            f"recorded, lost {1000 - (recorded - 20)}; ack p50 {pct(latencies, 0.5):.1f} ms, "
+            f"p99 {pct(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms (target p99 <= 50 ms)"
+        )
+
+        fake.set_webhook_target(srv.url + "/webhook")
+        durations = []
+        for i in range(10):
+            files = {
+                f"taxonomy/compositional_skills/s{i}_{k}/qna.yaml": SKILL for k in range(5)
+            } | {f"taxonomy/compositional_skills/s{i}_{k}/attribution.txt": "x\n" for k in range(5)}
+            pr = scene.repo.create_pull(head=f"five-{i}", files=files)
+            start = time.perf_counter()
+            fake.deliver(
+                "pull_request",
+                fake.webhook_payload("pull_request", "opened", repo=scene.repo, pr=pr),
+            )
+            wait_for(
+                lambda pr=pr: any(
+                    r.status == "completed" and r.head_sha == pr.head_sha
+                    for r in scene.repo.check_runs
+                ),
+                what="check run",
+            )
+            durations.append(time.perf_counter() - start)
+        print(
+            f"5-file PR, delivery to completed check run: p50 {statistics.median(durations):.3f} s,"
+            f" max {max(durations):.3f} s over 10 PRs (target p50 <= 1 s)"
+        )
+    fake.stop(check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""The one seam to GitHub's REST API, on PyGithub.
+
+App JWTs (RS256, issued 60 s in the past, 5 minutes long) and installation tokens (cached by
+PyGithub until shortly before they expire) come from PyGithub's ``Auth.AppAuth``. This module
+adds what an App needs on top: retries of 5xx answers with backoff, ``Retry-After`` and
+rate-limit resets honoured, no retry of 4xx validation errors, paced writes, and metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from github import Auth, Github, GithubException
+
+from bot.errors import GitHubError, NotFound, RateLimited, Unprocessable
+from bot.metrics import Metrics
+
+ANNOTATIONS_PER_REQUEST = 50
+#: Longest wait for a rate limit inside one job; longer ones fail the job for a later retry.
+MAX_INLINE_WAIT = 30.0
+
+
+@dataclass
+class _Pacer:
+    interval: float
+    last: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait(self, sleep: Callable[[float], None]) -> None:
+        with self.lock:
+            gap = self.last + self.interval - time.monotonic()
+            if gap > 0:
+                sleep(gap)
+            self.last = time.monotonic()
+
+
+class GitHubClient:
+    """GitHub for one App: its own calls (JWT) and its installations' calls (tokens)."""
+
+    def __init__(
+        self,
+        app_id: int,
+        private_key: str,
+        base_url: str,
+        *,
+        metrics: Metrics | None = None,
+        write_interval: float = 1.0,
+        attempts: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: int = 15,
+    ) -> None:
+        self._auth = Auth.AppAuth(app_id, private_key)
+        self._base_url = base_url.rstrip("/")
+        self._metrics = metrics or Metrics()
+        self._pacer = _Pacer(write_interval)
+        self._attempts = attempts
+        self._sleep = sleep
+        self._timeout = timeout
+        self._clients: dict[int | None, Github] = {}
+        self._lock = threading.Lock()
+        self._bot_login: str | None = None
+
+    def _github(self, installation_id: int | None) -> Github:
+        with self._lock:
+            gh = self._clients.get(installation_id)
+            if gh is None:
+                auth: Auth.Auth = (
+                    self._auth
+                    if installation_id is None
+                    else self._auth.get_installation_auth(installation_id)
+                )
+                gh = Github(
+                    auth=auth,
+                    base_url=self._base_url,
+                    retry=None,
+                    seconds_between_requests=None,
+                    seconds_between_writes=None,
+                    timeout=self._timeout,
+                    per_page=100,
+                )
+                self._clients[installation_id] = gh
+            return gh
+
+    def request(
+        self,
+        installation_id: int | None,
+        verb: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], Any]:
+        """One REST call with the retry policy. ``installation_id=None`` uses the App's JWT."""
+        gh = self._github(installation_id)
+        route = _route(url)
+        for attempt in range(1, self._attempts + 1):
+            if verb != "GET":
+                self._pacer.wait(self._sleep)
+            try:
+                headers, data = gh.requester.requestJsonAndCheck(
+                    verb, url, parameters=params, input=body
+                )
+            except GithubException as exc:
+                self._metrics.github_call(route, exc.status)
+                self._note_rate(exc.headers or {})
+                error = _classify(exc)
+                if attempt < self._attempts and error.retryable:
+                    self._sleep(self._wait_for(error, attempt))
+                    continue
+                raise error from exc
+            self._metrics.github_call(route, 200)
+            self._note_rate(headers)
+            return headers, data
+        raise GitHubError(599, "retries exhausted")  # pragma: no cover - loop always returns
+
+    def _wait_for(self, error: GitHubError, attempt: int) -> float:
+        if isinstance(error, RateLimited):
+            if error.retry_after > MAX_INLINE_WAIT:
+                raise error
+            return error.retry_after
+        backoff: float = min(8.0, 0.5 * 2.0 ** (attempt - 1))
+        return backoff * (0.5 + random.random() / 2)
+
+    def _note_rate(self, headers: dict[str, Any]) -> None:
+        remaining = {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-remaining")
+        if remaining is not None:
+            try:
+                self._metrics.rate_limit_remaining = int(remaining)
+            except ValueError:
+                pass
+
+    def paginate(
+        self, installation_id: int | None, url: str, params: dict[str, Any] | None = None
+    ) -> Iterator[Any]:
+        """Every item of a paginated list endpoint (``per_page=100``, following ``page``)."""
+        page = 1
+        while True:
+            query = {**(params or {}), "per_page": 100, "page": page}
+            headers, data = self.request(installation_id, "GET", url, params=query)
+            items = (
+                data.get("workflow_runs", data.get("check_runs", data))
+                if isinstance(data, dict)
+                else data
+            )
+            yield from items or []
+            link = {k.lower(): v for k, v in headers.items()}.get("link", "")
+            if 'rel="next"' not in str(link) or not items:
+                return
+            page += 1
+
+    # ---- the calls the handlers use -------------------------------------------------------
+
+    def bot_login(self) -> str:
+        """The App's bot user login, ``<slug>[bot]``."""
+        if self._bot_login is None:
+            _, app = self.request(None, "GET", "/app")
+            self._bot_login = f"{app['slug']}[bot]"
+        return self._bot_login
+
+    def pull(self, inst: int | None, repo: str, number: int) -> dict[str, Any]:
+        _, data = self.request(inst, "GET", f"/repos/{repo}/pulls/{number}")
+        return dict(data)
+
+    def pull_files(self, inst: int | None, repo: str, number: int) -> list[dict[str, Any]]:
+        return list(self.paginate(inst, f"/repos/{repo}/pulls/{number}/files"))
+
+    def default_branch(self, inst: int | None, repo: str) -> str:
+        _, data = self.request(inst, "GET", f"/repos/{repo}")
+        return str(data.get("default_branch") or "main")
+
+    def file_at(self, inst: int | None, repo: str, path: str, ref: str) -> bytes | None:
+        """A file's bytes at ``ref``, or ``None`` when it does not exist (or is a folder)."""
+        try:
+            _, data = self.request(
+                inst, "GET", f"/repos/{repo}/contents/{path}", params={"ref": ref}
+            )
+        except NotFound:
+            return None
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        if data.get("encoding") == "base64" and data.get("content") is not None:
+            return base64.b64decode(data["content"])
+        _, blob = self.request(inst, "GET", f"/repos/{repo}/git/blobs/{data['sha']}")
+        return base64.b64decode(blob["content"])
+
+    def create_check_run(self, inst: int | None, repo: str, sha: str, name: str) -> int:
+        _, data = self.request(
+            inst,
+            "POST",
+            f"/repos/{repo}/check-runs",
+            body={"name": name, "head_sha": sha, "status": "in_progress"},
+        )
+        return int(data["id"])
+
+    def complete_check_run(
+        self,
+        inst: int | None,
+        repo: str,
+        run_id: int,
+        *,
+        conclusion: str,
+        title: str,
+        summary: str,
+        annotations: list[dict[str, Any]],
+    ) -> None:
+        """Complete a check run; annotations go in batches of 50, as GitHub requires."""
+        batches = [
+            annotations[i : i + ANNOTATIONS_PER_REQUEST]
+            for i in range(0, len(annotations), ANNOTATIONS_PER_REQUEST)
+        ] or [[]]
+        for i, batch in enumerate(batches):
+            output: dict[str, Any] = {"title": title, "summary": summary}
+            if batch:
+                output["annotations"] = batch
+            body: dict[str, Any] = {"output": output}
+            if i == len(batches) - 1:
+                body.update(status="completed", conclusion=conclusion)
+            self.request(inst, "PATCH", f"/repos/{repo}/check-runs/{run_id}", body=body)
+
+    def check_runs_for(self, inst: int | None, repo: str, ref: str, name: str) -> list[Any]:
+        return list(
+            self.paginate(inst, f"/repos/{repo}/commits/{ref}/check-runs", {"check_name": name})
+        )
+
+    def find_sticky(
+        self, inst: int | None, repo: str, number: int, marker: str
+    ) -> dict[str, Any] | None:
+        login = self.bot_login()
+        for comment in self.paginate(inst, f"/repos/{repo}/issues/{number}/comments"):
+            if (
+                marker in (comment.get("body") or "")
+                and comment.get("user", {}).get("login") == login
+            ):
+                return dict(comment)
+        return None
+
+    def create_comment(self, inst: int | None, repo: str, number: int, body: str) -> int:
+        _, data = self.request(
+            inst, "POST", f"/repos/{repo}/issues/{number}/comments", body={"body": body}
+        )
+        return int(data["id"])
+
+    def edit_comment(self, inst: int | None, repo: str, comment_id: int, body: str) -> None:
+        self.request(
+            inst, "PATCH", f"/repos/{repo}/issues/comments/{comment_id}", body={"body": body}
+        )
+
+    def add_labels(self, inst: int | None, repo: str, number: int, labels: list[str]) -> None:
+        if labels:
+            self.request(
+                inst, "POST", f"/repos/{repo}/issues/{number}/labels", body={"labels": labels}
+            )
+
+    def permission(self, inst: int | None, repo: str, user: str) -> str:
+        try:
+            _, data = self.request(inst, "GET", f"/repos/{repo}/collaborators/{user}/permission")
+        except NotFound:
+            return "none"
+        return str(data.get("permission") or "none")
+
+    def react(self, inst: int | None, repo: str, comment_id: int, content: str = "eyes") -> None:
+        self.request(
+            inst,
+            "POST",
+            f"/repos/{repo}/issues/comments/{comment_id}/reactions",
+            body={"content": content},
+        )
+
+    def open_pulls(self, inst: int | None, repo: str) -> list[dict[str, Any]]:
+        return list(self.paginate(inst, f"/repos/{repo}/pulls", {"state": "open"}))
+
+    def installations(self) -> list[dict[str, Any]]:
+        return list(self.paginate(None, "/app/installations"))
+
+    def installation_repos(self, inst: int) -> list[dict[str, Any]]:
+        _, data = self.request(inst, "GET", "/installation/repositories", params={"per_page": 100})
+        return list(data.get("repositories", []))
+
+    def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        _, data = self.request(None, "GET", "/app/hook/deliveries", params={"per_page": limit})
+        return list(data or [])
+
+    def redeliver(self, delivery_id: int) -> None:
+        self.request(None, "POST", f"/app/hook/deliveries/{delivery_id}/attempts")
+
+
+def _route(url: str) -> str:
+    """A low-cardinality label for metrics: numbers and names replaced by placeholders."""
+    parts = url.split("?")[0].split("/")
+    if len(parts) > 3 and parts[1] == "repos":
+        parts[2:4] = ["{owner}", "{repo}"]
+    return "/".join("{n}" if p.isdigit() or (len(p) == 40 and p.isalnum()) else p for p in parts)
+
+
+def _classify(exc: GithubException) -> GitHubError:
+    status = exc.status
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    message = ""
+    if isinstance(exc.data, dict):
+        message = str(exc.data.get("message", ""))
+    if status in (403, 429):
+        retry_after = headers.get("retry-after")
+        if retry_after is not None:
+            try:
+                return RateLimited(status, message or "rate limited", float(retry_after))
+            except ValueError:
+                pass
+        if headers.get("x-ratelimit-remaining") == "0":
+            reset = float(headers.get("x-ratelimit-reset", time.time() + 60))
+            return RateLimited(
+                status, message or "rate limit exhausted", max(1.0, reset - time.time())
+            )
+        if status == 429 or "secondary rate limit" in message.lower():
+            return RateLimited(status, message or "secondary rate limit", 60.0)
+    if status == 404:
+        return NotFound(message or "not found")
+    if status == 422:
+        return Unprocessable(message or "validation failed")
+    return GitHubError(status, message or "error", retryable=status >= 500)

@@ -1,0 +1,261 @@
+"""What each job does: validate a pull request, answer a command, recover missed work.
+
+Handlers talk to GitHub only through :class:`bot.github.GitHubClient` and never check out or
+run anything from a pull request: files are read through the contents API at the head SHA.
+Every write is idempotent, so a job retried after a failure leaves one check run and one
+comment, not two.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from bot import render
+from bot.errors import GitHubError
+from bot.github import GitHubClient
+from bot.metrics import Metrics
+from bot.queue import Job, JobQueue, JobSpec
+from bot.webhook import VALIDATE_CHECK
+from pipeline.config import CONFIG_PATH, RepoConfig, parse_config
+from pipeline.discover import is_candidate
+from pipeline.errors import ConfigError
+from pipeline.findings import FileResult
+from pipeline.validate import ATTRIBUTION, PROFILES, validate_bytes
+
+log = logging.getLogger("labbot.handlers")
+
+WRITE_ROLES = {"admin", "maintain", "write"}
+LABELS = {
+    "knowledge": "labbot/knowledge",
+    "compositional_skills": "labbot/skill",
+    "foundational_skills": "labbot/skill",
+}
+
+
+@dataclass
+class Context:
+    client: GitHubClient
+    queue: JobQueue
+    metrics: Metrics
+
+
+class Superseded(Exception):
+    """A newer push replaced this job's head SHA; its result must not be posted."""
+
+
+def run(job: Job, ctx: Context) -> str:
+    """Run one leased job; returns its outcome. GitHub errors propagate for the retry policy."""
+    kind = job.spec.kind
+    if kind == "validate":
+        return validate_pull(job, ctx)
+    if kind.startswith("command"):
+        return command(job, ctx)
+    if kind == "recover":
+        return recover(job, ctx)
+    log.warning("unknown job kind %s", kind)
+    return "ignored"
+
+
+def load_config(ctx: Context, inst: int | None, repo: str) -> RepoConfig:
+    """The repository's config from its default branch (defaults when there is none).
+
+    Raises:
+        ConfigError: when the file exists and is invalid.
+    """
+    branch = ctx.client.default_branch(inst, repo)
+    raw = ctx.client.file_at(inst, repo, CONFIG_PATH, branch)
+    return RepoConfig() if raw is None else parse_config(raw, CONFIG_PATH)
+
+
+def _in_taxonomy(path: str, config: RepoConfig) -> bool:
+    if not is_candidate(posixpath.basename(path)):
+        return False
+    root = (config.taxonomy_root or "").strip("/")
+    return not root or root == "." or path.startswith(root + "/")
+
+
+def _check_superseded(job: Job, ctx: Context) -> None:
+    if ctx.queue.is_superseded(job.id):
+        raise Superseded(job.spec.head_sha)
+
+
+def validate_pull(job: Job, ctx: Context, head_sha: str | None = None) -> str:
+    spec = job.spec
+    inst, repo, number = spec.installation_id, spec.repo, int(spec.pr or 0)
+    sha = head_sha or spec.head_sha
+    client = ctx.client
+    run_id = _check_run(ctx, inst, repo, sha)
+    try:
+        config = load_config(ctx, inst, repo)
+    except ConfigError as exc:
+        out = render.config_error_output(str(exc))
+        client.complete_check_run(
+            inst,
+            repo,
+            run_id,
+            conclusion=out.conclusion,
+            title=out.title,
+            summary=out.summary,
+            annotations=[],
+        )
+        _upsert_sticky(ctx, inst, repo, number, "validate", "### ❌ " + out.summary)
+        return "config-error"
+
+    files = [
+        f
+        for f in client.pull_files(inst, repo, number)
+        if f.get("status") != "removed" and _in_taxonomy(str(f.get("filename", "")), config)
+    ]
+    results: list[FileResult] = []
+    profile = PROFILES[config.profile]
+    for f in files:
+        path = str(f["filename"])
+        raw = client.file_at(inst, repo, path, sha)
+        if raw is None:
+            continue
+        attribution = client.file_at(
+            inst, repo, posixpath.join(posixpath.dirname(path), ATTRIBUTION), sha
+        )
+        results.append(validate_bytes(raw, path, profile, config, attribution))
+    _check_superseded(job, ctx)
+
+    out = render.check_output(results, {})
+    client.complete_check_run(
+        inst,
+        repo,
+        run_id,
+        conclusion=out.conclusion,
+        title=out.title,
+        summary=out.summary,
+        annotations=out.annotations,
+    )
+    if results:
+        _upsert_sticky(
+            ctx, inst, repo, number, "validate", render.validation_section(results, {}, sha)
+        )
+        labels = sorted({LABELS[r.kind] for r in results if r.kind in LABELS})
+        client.add_labels(inst, repo, number, labels)
+    return out.conclusion
+
+
+def _check_run(ctx: Context, inst: int | None, repo: str, sha: str) -> int:
+    """Our check run on ``sha``: the existing one (a retried job) or a new one."""
+    for existing in ctx.client.check_runs_for(inst, repo, sha, VALIDATE_CHECK):
+        app = existing.get("app") or {}
+        if existing.get("name") == VALIDATE_CHECK and (
+            not app or f"{app.get('slug')}[bot]" == ctx.client.bot_login()
+        ):
+            run_id = int(existing["id"])
+            if existing.get("status") == "completed":
+                ctx.client.request(
+                    inst,
+                    "PATCH",
+                    f"/repos/{repo}/check-runs/{run_id}",
+                    body={"status": "in_progress"},
+                )
+            return run_id
+    return ctx.client.create_check_run(inst, repo, sha, VALIDATE_CHECK)
+
+
+def _upsert_sticky(
+    ctx: Context, inst: int | None, repo: str, number: int, section: str, text: str
+) -> None:
+    existing = ctx.client.find_sticky(inst, repo, number, render.STICKY_MARKER)
+    body = render.with_section(existing.get("body") if existing else None, section, text)
+    if existing is None:
+        ctx.client.create_comment(inst, repo, number, body)
+    elif existing.get("body") != body:
+        ctx.client.edit_comment(inst, repo, int(existing["id"]), body)
+
+
+def command(job: Job, ctx: Context) -> str:
+    spec = job.spec
+    inst, repo, number = spec.installation_id, spec.repo, int(spec.pr or 0)
+    payload: dict[str, Any] = spec.payload
+    user = str(payload.get("user", ""))
+    word = str(payload.get("command", "help"))
+    allowed = ctx.client.permission(inst, repo, user) in WRITE_ROLES
+    if not allowed:
+        try:
+            config = load_config(ctx, inst, repo)
+            allowlist = (config.raw.get("commands") or {}).get("allowed_users") or []
+            allowed = user in allowlist
+        except ConfigError:
+            allowed = False
+    if not allowed:
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "command",
+            f"@{user}: `/labbot {word}` needs write access to this repository (or a place on "
+            "the `commands.allowed_users` list in `.github/labbot.yml`).",
+        )
+        return "unauthorized"
+    comment_id = payload.get("comment_id")
+    if isinstance(comment_id, int):
+        ctx.client.react(inst, repo, comment_id, "eyes")
+    if word == "check":
+        head = ctx.client.pull(inst, repo, number)["head"]["sha"]
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "command",
+            f"@{user} asked for `/labbot check`: checking {head[:7]} again.",
+        )
+        return validate_pull(job, ctx, head_sha=str(head))
+    if word == "preview":
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "command",
+            f"@{user}: preview unavailable: sample generation is not enabled on this App yet; "
+            "retry with `/labbot preview` once it is.",
+        )
+        return "preview-unavailable"
+    _upsert_sticky(ctx, inst, repo, number, "command", render.HELP)
+    return "help"
+
+
+def recover(job: Job, ctx: Context) -> str:
+    """Ask GitHub to redeliver deliveries we never received, and re-check open pull requests
+    whose head has no ``labbot/validate`` check run."""
+    client = ctx.client
+    redelivered = 0
+    by_guid: dict[str, list[dict[str, Any]]] = {}
+    for d in client.deliveries():
+        by_guid.setdefault(str(d.get("guid")), []).append(d)
+    for guid, attempts in by_guid.items():
+        ok = any(200 <= int(a.get("status_code") or 0) < 300 for a in attempts)
+        if ok or ctx.queue.delivery_seen(guid):
+            continue
+        latest = max(attempts, key=lambda a: str(a.get("delivered_at", "")))
+        try:
+            client.redeliver(int(latest["id"]))
+            redelivered += 1
+        except GitHubError as exc:
+            log.warning("redelivery of %s failed: %s", guid, exc)
+    rechecked = 0
+    for installation in client.installations():
+        inst = int(installation["id"])
+        for repo_data in client.installation_repos(inst):
+            repo = str(repo_data["full_name"])
+            for pr in client.open_pulls(inst, repo):
+                sha = str(pr["head"]["sha"])
+                if not client.check_runs_for(inst, repo, sha, VALIDATE_CHECK):
+                    ctx.queue.enqueue(
+                        JobSpec(
+                            "validate", repo, int(pr["number"]), sha, inst, {"reason": "recovery"}
+                        )
+                    )
+                    rechecked += 1
+    log.info("recovery: %d redelivered, %d pull requests queued", redelivered, rechecked)
+    return f"redelivered={redelivered} rechecked={rechecked}"

@@ -1,0 +1,178 @@
+"""What people read: check-run output, the sticky comment and its sections, command help.
+
+Pure functions over findings. The sticky comment carries a hidden marker so the App finds its
+own comment again, and hidden section markers so each job (validation, preview, build) replaces
+only its own part.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.findings import FileResult, Severity
+
+STICKY_MARKER = "<!-- labbot:sticky -->"
+MAX_SUMMARY = 65_000  # GitHub's limit is 65,535 characters
+MAX_TITLE = 50
+DOCS_URL = "https://github.com/labbot-dev/labbot#rules"
+SECTION_ORDER = ("validate", "command", "preview", "build")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutput:
+    conclusion: str  # success, failure, neutral, skipped
+    title: str
+    summary: str
+    annotations: list[dict[str, Any]]
+
+
+def _title(text: str) -> str:
+    return text if len(text) <= MAX_TITLE else text[: MAX_TITLE - 1] + "…"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
+
+
+def check_output(results: Sequence[FileResult], repo_paths: dict[str, str]) -> CheckOutput:
+    """The ``labbot/validate`` check run for a set of results.
+
+    ``repo_paths`` maps each result's path to the path in the repository (for annotations).
+    """
+    if not results:
+        return CheckOutput(
+            "skipped", "No taxonomy files changed", "This pull request changes no qna.yaml.", []
+        )
+    errors = sum(r.errors for r in results)
+    warnings = sum(r.warnings for r in results)
+    invalid = [r for r in results if not r.valid]
+    if invalid:
+        title = _title(f"{errors} problem{'s' if errors != 1 else ''} in {len(invalid)} file(s)")
+        conclusion = "failure"
+    else:
+        title = _title(
+            f"{len(results)} file(s) valid" + (f", {warnings} warning(s)" if warnings else "")
+        )
+        conclusion = "success"
+    lines = [
+        f"labbot checked {len(results)} taxonomy file(s): **{len(results) - len(invalid)} valid, "
+        f"{len(invalid)} invalid** ({errors} errors, {warnings} warnings).",
+        "",
+        "| file | kind | result |",
+        "|---|---|---|",
+    ]
+    for r in results:
+        verdict = "valid" if r.valid else f"{r.errors} error(s)"
+        if r.warnings:
+            verdict += f", {r.warnings} warning(s)"
+        lines.append(f"| `{_cell(repo_paths.get(r.path, r.path))}` | {r.kind or '?'} | {verdict} |")
+    lines += ["", f"Each problem is annotated on its line in *Files changed*. Rules: {DOCS_URL}"]
+    summary = "\n".join(lines)
+    if len(summary) > MAX_SUMMARY:
+        summary = summary[: MAX_SUMMARY - 20] + "\n\n(truncated)"
+    annotations = []
+    for r in results:
+        for f in r.findings:
+            annotations.append(
+                {
+                    "path": repo_paths.get(r.path, r.path),
+                    "start_line": f.line,
+                    "end_line": f.line,
+                    "annotation_level": "failure" if f.severity is Severity.ERROR else "warning",
+                    "title": f.rule,
+                    "message": f.message[:1000],
+                    "raw_details": f.hint[:1000] if f.hint else "",
+                }
+            )
+    return CheckOutput(conclusion, title, summary, annotations)
+
+
+def config_error_output(message: str) -> CheckOutput:
+    return CheckOutput(
+        "failure",
+        "Invalid .github/labbot.yml",
+        "labbot could not read this repository's configuration on the default branch:\n\n"
+        f"```\n{message[:6000]}\n```\n\nA maintainer must fix `.github/labbot.yml`.",
+        [],
+    )
+
+
+def validation_section(
+    results: Sequence[FileResult], repo_paths: dict[str, str], head_sha: str
+) -> str:
+    """The sticky comment's validation part: one friendly table per file."""
+    if not results:
+        return ""
+    invalid = [r for r in results if not r.valid]
+    head = (
+        f"### ✅ All {len(results)} taxonomy file(s) are valid"
+        if not invalid
+        else f"### ❌ {len(invalid)} of {len(results)} taxonomy file(s) need changes"
+    )
+    out = [head, "", f"Checked at {head_sha[:7]}."]
+    for r in results:
+        path = repo_paths.get(r.path, r.path)
+        kind = (r.kind or "unknown").replace("_", " ")
+        if not r.findings:
+            out += ["", f"**`{_cell(path)}`** ({kind}): valid."]
+            continue
+        out += [
+            "",
+            f"**`{_cell(path)}`** ({kind})",
+            "",
+            "| line | problem | how to fix |",
+            "|---|---|---|",
+        ]
+        for f in r.findings[:50]:
+            icon = "❌" if f.severity is Severity.ERROR else "⚠️"
+            out.append(f"| {f.line}:{f.column} | {icon} {_cell(f.message)} | {_cell(f.hint)} |")
+        if len(r.findings) > 50:
+            out.append(f"| | … and {len(r.findings) - 50} more (see the check run) | |")
+    return "\n".join(out)
+
+
+HELP = """### labbot commands
+
+| command | what it does | who |
+|---|---|---|
+| `/labbot help` | show this help | anyone with write access or on the allowlist |
+| `/labbot check` | validate the pull request's taxonomy files again | same |
+| `/labbot preview` | generate a preview of synthetic samples from the seed examples | same |
+
+Run `labbot check --changed` locally to see the same findings before you push."""
+
+
+_SECTION = re.compile(
+    r"<!-- labbot:section:(?P<name>[a-z]+) -->\n(?P<body>.*?)\n<!-- /labbot:section:(?P=name) -->",
+    re.DOTALL,
+)
+
+
+def sections_of(body: str) -> dict[str, str]:
+    """The named sections of an existing sticky comment."""
+    return {m.group("name"): m.group("body") for m in _SECTION.finditer(body or "")}
+
+
+def sticky_body(sections: dict[str, str]) -> str:
+    """The whole sticky comment from its sections (empty sections are left out)."""
+    parts = [STICKY_MARKER, "## labbot"]
+    names = [n for n in SECTION_ORDER if n in sections] + sorted(
+        n for n in sections if n not in SECTION_ORDER
+    )
+    for name in names:
+        if sections[name].strip():
+            parts.append(
+                f"<!-- labbot:section:{name} -->\n{sections[name]}\n<!-- /labbot:section:{name} -->"
+            )
+    parts.append("<sub>Updated in place by labbot. Commands: `/labbot help`.</sub>")
+    body = "\n\n".join(parts)
+    return body if len(body) <= MAX_SUMMARY else body[: MAX_SUMMARY - 20] + "\n\n(truncated)"
+
+
+def with_section(existing: str | None, name: str, text: str) -> str:
+    sections = sections_of(existing or "")
+    sections[name] = text
+    return sticky_body(sections)
