@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from bot import handlers
 from bot.errors import WebhookError
@@ -27,6 +26,9 @@ from bot.webhook import jobs_for, parse
 from bot.worker import Workers
 
 log = logging.getLogger("labbot.app")
+
+#: A finished job for the same (repo, PR, head SHA, kind) this recent absorbs a new delivery.
+DEDUPE_SECONDS = 600.0
 
 
 def create_app(
@@ -90,8 +92,13 @@ def create_app(
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("delivery %s: unexpected payload shape: %s", delivery.id, exc)
             jobs = []
-        new = await run_in_threadpool(
-            queue.record_delivery, delivery.id, delivery.event, delivery.action, jobs
+        # One short SQLite transaction (well under a millisecond) right on the event loop: a
+        # thread hop would cost more than the write itself.
+        # A push sends pull_request.synchronize and check_suite.requested for the same head:
+        # validate it once. An explicit re-run (check_run.rerequested) always runs.
+        window = 0.0 if delivery.event == "check_run" else DEDUPE_SECONDS
+        new = queue.record_delivery(
+            delivery.id, delivery.event, delivery.action, jobs, coalesce_done_within=window
         )
         elapsed = time.perf_counter() - start
         outcome = ("queued" if jobs else "no_jobs") if new else "duplicate"

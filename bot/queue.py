@@ -255,6 +255,7 @@ class JobQueue:
         self._local = threading.local()
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._closed = False
         self._init_schema()
 
@@ -306,14 +307,17 @@ class JobQueue:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        # Threads of this process queue on a lock instead of SQLite's busy handler, which
+        # sleeps in steps of up to 100 ms and made acknowledgements slow under load.
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -361,8 +365,13 @@ class JobQueue:
         event: str,
         action: str | None,
         jobs: Sequence[JobSpec],
+        *,
+        coalesce_done_within: float = 0.0,
     ) -> bool:
         """Record a webhook delivery and enqueue its jobs, in one transaction.
+
+        ``coalesce_done_within`` also folds a job into one with the same key that finished
+        successfully that many seconds ago or less (GitHub sends several events for one push).
 
         Returns True when the delivery is new. A delivery id seen before enqueues nothing (its
         ``duplicates`` counter goes up) and returns False. The delivery's outcome starts as
@@ -385,7 +394,7 @@ class JobQueue:
                 (delivery_id, event, action, now, "queued" if jobs else "no_jobs", len(jobs)),
             )
             for spec, payload in zip(jobs, payloads, strict=True):
-                self._enqueue(conn, spec, payload, delivery_id, now, now)
+                self._enqueue(conn, spec, payload, delivery_id, now, now, coalesce_done_within)
         return True
 
     def enqueue(
@@ -411,6 +420,7 @@ class JobQueue:
         delivery_id: str | None,
         now: float,
         run_after: float,
+        coalesce_done_within: float = 0.0,
     ) -> int:
         pr_key = _NO_PR if spec.pr is None else spec.pr
         row = conn.execute(
@@ -420,6 +430,15 @@ class JobQueue:
         ).fetchone()
         if row is not None:
             return int(row[0])
+        if coalesce_done_within > 0:
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE repo = ? AND IFNULL(pr, -1) = ? AND kind = ?"
+                " AND head_sha = ? AND state = 'done' AND superseded = 0 AND finished_at >= ?"
+                " ORDER BY id DESC LIMIT 1",
+                (spec.repo, pr_key, spec.kind, spec.head_sha, now - coalesce_done_within),
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
         # Supersede the group's other head_shas: pending ones end, leased ones are flagged.
         conn.execute(
             "UPDATE jobs SET superseded = 1, updated_at = :now,"

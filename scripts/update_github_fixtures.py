@@ -60,6 +60,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/repos/{owner}/{repo}/pulls/{pull_number}"),
     ("get", "/repos/{owner}/{repo}/pulls/{pull_number}/files"),
     ("get", "/repos/{owner}/{repo}/contents/{path}"),
+    ("get", "/repos/{owner}/{repo}/git/blobs/{file_sha}"),
     ("get", "/repos/{owner}/{repo}/commits/{ref}"),
     ("get", "/repos/{owner}/{repo}/commits/{commit_sha}/pulls"),
     ("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs"),
@@ -441,7 +442,8 @@ refresh (it needs `npm`, CI does not), review the diff, then run `pytest tests/f
   `x-webhooks` schemas of {n_hooks} webhook event/actions, and every `#/components/...` entry
   they reference, transitively, so the file is self-contained ({size_kb} KB). The extracted
   objects are copied verbatim; the OpenAPI-3.0 to JSON-Schema translation (`nullable`, boolean
-  exclusive bounds) happens at load time in `tests/fakegithub/contract.py`.
+  exclusive bounds) and the patches for known errata of GitHub's description (listed in
+  `ERRATA`) happen at load time in `tests/fakegithub/contract.py`.
 * The package version is also recorded in the file, under `info.x-labbot-source`.
 
 ## `webhooks/`

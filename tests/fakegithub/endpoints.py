@@ -86,6 +86,7 @@ class Endpoints:
             "pulls/get": self._get_pull,
             "pulls/list-files": self._list_pull_files,
             "repos/get-content": self._get_content,
+            "git/get-blob": self._get_blob,
             "repos/get-commit": self._get_commit,
             "repos/list-pull-requests-associated-with-commit": self._pulls_for_commit,
             "checks/create": self._create_check_run,
@@ -329,6 +330,15 @@ class Endpoints:
         raise HTTPError(
             404, "Not Found", documentation_url=f"{DOCS}/repos/contents#get-repository-content"
         )
+
+    def _get_blob(self, ctx: Ctx) -> Result:
+        repo, wanted = ctx.repository, ctx.params["file_sha"]
+        if not re.fullmatch(r"[0-9a-f]{40}", wanted):
+            raise unprocessable("Validation Failed", resource="Blob", code="invalid", field="sha")
+        data = repo.blob(wanted)
+        if data is None:
+            raise HTTPError(404, "Not Found")
+        return Result(200, self.render.blob(repo, wanted, data))
 
     def _get_commit(self, ctx: Ctx) -> Result:
         repo = ctx.repository

@@ -45,6 +45,7 @@ PERMISSIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "pulls/list-files": (("pull_requests",), "read"),
     "repos/list-pull-requests-associated-with-commit": (("pull_requests", "contents"), "read"),
     "repos/get-content": (("contents",), "read"),
+    "git/get-blob": (("contents",), "read"),
     "repos/get-commit": (("contents",), "read"),
     "checks/create": (("checks",), "write"),
     "checks/update": (("checks",), "write"),

@@ -480,6 +480,17 @@ class Renderer:
             "_links": {"git": git_url, "self": url, "html": html},
         }
 
+    def blob(self, repo: Repo, sha: str, data: bytes) -> dict[str, Any]:
+        raw = base64.b64encode(data).decode("ascii")
+        return {
+            "sha": sha,
+            "node_id": node_id("Blob", sha),
+            "size": len(data),
+            "url": f"{self.api}/repos/{repo.full_name}/git/blobs/{sha}",
+            "content": "".join(raw[i : i + 60] + "\n" for i in range(0, len(raw), 60)),
+            "encoding": "base64",
+        }
+
     def content_directory(
         self, repo: Repo, path: str, ref: str, tree: dict[str, bytes]
     ) -> list[dict[str, Any]]:

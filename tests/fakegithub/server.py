@@ -57,6 +57,7 @@ from .state import (
     DEFAULT_APP_EVENTS,
     DEFAULT_APP_PERMISSIONS,
     App,
+    CheckRun,
     Clock,
     Delivery,
     Ids,
@@ -66,9 +67,17 @@ from .state import (
     Redelivery,
     Repo,
     Token,
+    WorkflowRun,
     iso,
 )
-from .webhooks import PostClient, encode_payload, load_payload, retarget, webhook_headers
+from .webhooks import (
+    PostClient,
+    encode_payload,
+    load_payload,
+    payload_path,
+    retarget,
+    webhook_headers,
+)
 
 
 class ContractViolationError(AssertionError):
@@ -194,12 +203,15 @@ class FakeGitHub:
         contract: Contract | None = None,
         check_responses: bool = True,
         rate_limit: int = 5000,
+        content_writes_per_minute: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.contract = contract or _shared_contract()
         self.check_responses = check_responses
         self.default_rate_limit = rate_limit
+        self.content_writes_per_minute = content_writes_per_minute
+        self._writes: dict[int, list[float]] = {}
         self.host = host
         self._port = port
         self.lock = threading.RLock()
@@ -222,7 +234,6 @@ class FakeGitHub:
         self._connections: set[socket.socket] = set()
         self._webhook_target: str | PostClient | None = None
         self._webhook_path = "/"
-        self._expected_depth = 0
         self._handlers: dict[str, Callable[[Ctx], Result]] = Endpoints(self).table()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -625,17 +636,35 @@ class FakeGitHub:
         installation: Installation | None = None,
         pr: PullRequest | None = None,
         comment: IssueComment | None = None,
-        run: Any = None,
+        check_run: CheckRun | None = None,
+        run: WorkflowRun | None = None,
         sender: str | None = None,
         rewrite_api_urls: bool = True,
     ) -> dict[str, Any]:
-        """A real payload from the fixtures, retargeted at objects of this fake."""
+        """A real payload from the fixtures, retargeted at objects of this fake.
+
+        Repository, installation (default: the one covering ``repo``), PR number/head/base/
+        author/labels/state, comment id/body/author, check run and workflow run ids are taken
+        from state; everything else stays as GitHub sent it. ``sender`` defaults to the PR
+        author (``pull_request``) or the comment author (``issue_comment``). The variant is
+        picked for you where a derived one exists: ``issue_comment`` on a PR uses
+        ``...created.pull_request``, ``pull_request.closed`` of a merged PR uses ``...merged``.
+        """
         installation = installation or self._installation_for(repo)
-        number = pr.number if pr else (comment.issue_number if comment else None)
-        target_pr = pr
-        if target_pr is None and comment is not None:
-            issue = repo.issues.get(comment.issue_number)
-            target_pr = issue if isinstance(issue, PullRequest) else None
+        issue = repo.issues.get(comment.issue_number) if comment is not None else pr
+        target_pr = issue if isinstance(issue, PullRequest) else None
+        if variant is None:
+            if event == "issue_comment" and target_pr is not None:
+                variant = "pull_request"
+            elif event == "pull_request" and action == "closed" and pr is not None and pr.merged:
+                variant = "merged"
+            if variant is not None and not payload_path(event, action, variant).exists():
+                variant = None
+        if sender is None:
+            if comment is not None:
+                sender = comment.user
+            elif pr is not None:
+                sender = pr.user
         kwargs: dict[str, Any] = {
             "repo": repo.full_name,
             "repo_id": repo.id,
@@ -644,20 +673,20 @@ class FakeGitHub:
             "installation_id": installation.id if installation else None,
             "sender": sender,
             "sender_type": self.user_type(sender) if sender else "User",
-            "number": number,
+            "number": issue.number if issue is not None else None,
             "api_url": self.url if rewrite_api_urls and self._server else None,
         }
+        if issue is not None:
+            kwargs.update(title=issue.title, author=issue.user)
         if target_pr is not None:
             kwargs.update(
-                title=target_pr.title,
-                author=target_pr.user,
                 head_sha=target_pr.head_sha,
                 head_ref=target_pr.head_ref,
                 base_sha=target_pr.base_sha,
                 base_ref=target_pr.base_ref,
                 draft=target_pr.draft,
-                merged=target_pr.merged if pr is not None else None,
-                merge_commit_sha=target_pr.merge_commit_sha if pr is not None else None,
+                merged=target_pr.merged,
+                merge_commit_sha=target_pr.merge_commit_sha,
             )
         if comment is not None:
             kwargs.update(
@@ -665,6 +694,13 @@ class FakeGitHub:
                 comment_body=comment.body,
                 comment_user=comment.user,
                 comment_user_type=comment.user_type,
+            )
+        if check_run is not None:
+            kwargs.update(
+                head_sha=check_run.head_sha,
+                check_run_id=check_run.id,
+                check_name=check_run.name,
+                app_id=check_run.app.id,
             )
         if run is not None:
             kwargs.update(
@@ -674,18 +710,36 @@ class FakeGitHub:
                 workflow_id=run.workflow.id,
             )
         payload = retarget(load_payload(event, action, variant), **kwargs)
-        if run is not None and isinstance(payload.get("workflow_run"), dict):
-            payload["workflow_run"].update(
-                status=run.status, conclusion=run.conclusion, event=run.event
+
+        labels = (
+            [self.render.label(repo, repo.ensure_label(n)) for n in issue.labels] if issue else []
+        )
+        node = payload.get("pull_request")
+        if target_pr is not None and isinstance(node, dict):
+            node.update(state=target_pr.state, labels=labels, body=target_pr.body)
+            node["merged_at"] = iso(target_pr.merged_at) if target_pr.merged_at else None
+            node["closed_at"] = iso(target_pr.closed_at) if target_pr.closed_at else None
+        node = payload.get("issue")
+        if issue is not None and isinstance(node, dict):
+            node.update(state=issue.state, labels=labels, body=issue.body)
+            if target_pr is None:
+                node.pop("pull_request", None)
+            elif isinstance(node.get("pull_request"), dict):
+                merged_at = target_pr.merged_at
+                node["pull_request"]["merged_at"] = iso(merged_at) if merged_at else None
+        node = payload.get("workflow_run")
+        if run is not None and isinstance(node, dict):
+            node.update(
+                status=run.status,
+                conclusion=run.conclusion,
+                event=run.event,
+                name=run.workflow.name,
+                path=run.workflow.path,
+                run_number=run.run_number,
             )
-        if (
-            target_pr is not None
-            and pr is not None
-            and isinstance(payload.get("pull_request"), dict)
-        ):
-            payload["pull_request"]["state"] = target_pr.state
-            if target_pr.merged_at:
-                payload["pull_request"]["merged_at"] = iso(target_pr.merged_at)
+        node = payload.get("check_run")
+        if check_run is not None and isinstance(node, dict):
+            node.update(status=check_run.status, conclusion=check_run.conclusion)
         return payload
 
     def _installation_for(self, repo: Repo) -> Installation | None:
@@ -833,6 +887,28 @@ class FakeGitHub:
             }
             return headers, exhausted
 
+    def _check_write_pace(self, ctx: Ctx) -> None:
+        """Opt-in secondary limit: at most ``content_writes_per_minute`` content-creating
+        requests per installation and minute (GitHub documents 80), else 403 + Retry-After."""
+        limit = self.content_writes_per_minute
+        inst = ctx.auth.installation
+        if limit is None or inst is None or ctx.method == "GET":
+            return
+        now = self.now()
+        recent = [t for t in self._writes.get(inst.id, []) if t > now - 60]
+        if len(recent) >= limit:
+            self._writes[inst.id] = recent
+            wait = int(recent[0] + 60 - now) + 1
+            rid = f"{secrets.token_hex(2).upper()}:{secrets.token_hex(3).upper()}"
+            raise HTTPError(
+                403,
+                SECONDARY_MESSAGE.format(rid=rid),
+                headers={"Retry-After": str(wait)},
+                documentation_url="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+            )
+        recent.append(now)
+        self._writes[inst.id] = recent
+
     # -- call log helpers ----------------------------------------------------------------------
 
     def calls_to(self, method: str, path: str) -> list[Call]:
@@ -975,6 +1051,7 @@ class FakeGitHub:
                         ),
                         documentation_url="https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
                     )
+                self._check_write_pace(ctx)
                 result = handler(ctx)
         except HTTPError as err:
             if err.violation:

@@ -584,6 +584,14 @@ class Repo:
             self.branches[name] = sha
             return sha
 
+    def blob(self, sha: str) -> bytes | None:
+        """The content of any committed file whose git blob SHA is ``sha``."""
+        for commit in self.commits.values():
+            for data in commit.tree.values():
+                if blob_sha(data) == sha:
+                    return data
+        return None
+
     def file(self, path: str, ref: str | None = None) -> bytes | None:
         sha = self.resolve_ref(ref)
         return None if sha is None else self.tree(sha).get(path)

@@ -206,6 +206,9 @@ def retarget(
     comment_body: str | None = None,
     comment_user: str | None = None,
     comment_user_type: str = "User",
+    check_run_id: int | None = None,
+    check_name: str | None = None,
+    app_id: int | None = None,
     run_id: int | None = None,
     workflow_id: int | None = None,
     api_url: str | None = None,
@@ -256,10 +259,18 @@ def retarget(
                 repository["visibility"] = "private" if private else "public"
 
     if installation_id is not None:
-        out["installation"] = {
-            "id": installation_id,
-            "node_id": f"MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{installation_id}",
-        }
+        current = out.get("installation")
+        if isinstance(current, dict) and "account" in current:
+            # installation.* events carry the full installation object: keep its shape
+            current["id"] = installation_id
+            out = _sub_strings(
+                out, re.compile(r"(?<=/installations/)\d+(?=$|[/?#])"), str(installation_id)
+            )
+        else:
+            out["installation"] = {
+                "id": installation_id,
+                "node_id": f"MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{installation_id}",
+            }
     if sender is not None and isinstance(out.get("sender"), dict):
         _set_user(out["sender"], sender, sender_type)
 
@@ -334,6 +345,20 @@ def retarget(
             suite = node.get("check_suite")
             if isinstance(suite, dict):
                 suite["head_sha"] = head_sha
+    check = out.get("check_run")
+    if isinstance(check, dict):
+        if check_run_id is not None and isinstance(check.get("id"), int):
+            check = _sub_strings(
+                check,
+                re.compile(rf"(?<=/check-runs/){check['id']}(?=$|[/?#])|(?<=/runs/){check['id']}$"),
+                str(check_run_id),
+            )
+            check["id"] = check_run_id
+            out["check_run"] = check
+        if check_name is not None:
+            check["name"] = check_name
+        if app_id is not None and isinstance(check.get("app"), dict):
+            check["app"]["id"] = app_id
 
     run = out.get("workflow_run")
     if isinstance(run, dict):
