@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -25,10 +26,35 @@ from bot.settings import Settings
 from bot.webhook import jobs_for, parse
 from bot.worker import Workers
 
+if TYPE_CHECKING:
+    from pipeline.teacher import Teacher
+
 log = logging.getLogger("labbot.app")
 
 #: A finished job for the same (repo, PR, head SHA, kind) this recent absorbs a new delivery.
 DEDUPE_SECONDS = 600.0
+
+
+def teacher_factory(settings: Settings) -> Callable[[], Teacher]:
+    """Build the teacher once, on first use (loading the embedded model takes seconds)."""
+    made: list[Teacher] = []
+    lock = threading.Lock()
+
+    def get() -> Teacher:
+        from pipeline.teacher import make_teacher
+
+        with lock:
+            if not made:
+                made.append(
+                    make_teacher(
+                        settings.teacher,
+                        cache_dir=settings.cache_dir,
+                        concurrency=settings.teacher_concurrency,
+                    )
+                )
+            return made[0]
+
+    return get
 
 
 def create_app(
@@ -50,7 +76,14 @@ def create_app(
         metrics=metrics,
         write_interval=settings.write_interval_seconds,
     )
-    ctx = handlers.Context(client=client, queue=queue, metrics=metrics)
+    ctx = handlers.Context(
+        client=client,
+        queue=queue,
+        metrics=metrics,
+        teacher=teacher_factory(settings) if settings.teacher else None,
+        cache_dir=settings.cache_dir,
+        preview_seconds=settings.preview_seconds,
+    )
     workers = Workers(ctx, settings.workers)
     stop_recovery = threading.Event()
 

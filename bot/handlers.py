@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bot import render
 from bot.errors import GitHubError
@@ -24,6 +27,9 @@ from pipeline.discover import is_candidate
 from pipeline.errors import ConfigError
 from pipeline.findings import FileResult
 from pipeline.validate import ATTRIBUTION, PROFILES, validate_bytes
+
+if TYPE_CHECKING:
+    from pipeline.teacher import Teacher
 
 log = logging.getLogger("labbot.handlers")
 
@@ -40,6 +46,9 @@ class Context:
     client: GitHubClient
     queue: JobQueue
     metrics: Metrics
+    teacher: Callable[[], Teacher] | None = None  # None: previews are off
+    cache_dir: Path | None = None
+    preview_seconds: float = 300.0
 
 
 class Superseded(Exception):
@@ -55,6 +64,8 @@ def run(job: Job, ctx: Context) -> str:
         return command(job, ctx)
     if kind == "recover":
         return recover(job, ctx)
+    if kind == "preview":
+        return preview(job, ctx)
     log.warning("unknown job kind %s", kind)
     return "ignored"
 
@@ -138,7 +149,119 @@ def validate_pull(job: Job, ctx: Context, head_sha: str | None = None) -> str:
         )
         labels = sorted({LABELS[r.kind] for r in results if r.kind in LABELS})
         client.add_labels(inst, repo, number, labels)
+        if out.conclusion == "success" and _auto_preview(ctx, inst, repo, number, config):
+            ctx.queue.enqueue(JobSpec("preview", repo, number, sha, inst, {"reason": "auto"}))
     return out.conclusion
+
+
+def _preview_settings(config: RepoConfig) -> dict[str, Any]:
+    raw = config.raw.get("preview")
+    return raw if isinstance(raw, dict) else {}
+
+
+def _auto_preview(
+    ctx: Context, inst: int | None, repo: str, number: int, config: RepoConfig
+) -> bool:
+    """Previews start by themselves for authors with write access, or for everyone when the
+    repository's config says ``preview: {everyone: true}``."""
+    settings = _preview_settings(config)
+    if ctx.teacher is None or settings.get("enabled") is False:
+        return False
+    if settings.get("everyone"):
+        return True
+    author = str(ctx.client.pull(inst, repo, number).get("user", {}).get("login", ""))
+    return ctx.client.permission(inst, repo, author) in WRITE_ROLES
+
+
+def preview(job: Job, ctx: Context) -> str:
+    """Generate a small sample budget from the PR's changed leaves and show it in the sticky
+    comment. A teacher failure is reported there, never swallowed."""
+    from pipeline.documents import read_documents
+    from pipeline.errors import PipelineError
+    from pipeline.generate import GenerateConfig, generate_leaf
+    from pipeline.leaves import KNOWLEDGE, leaf_from_data
+    from pipeline.yamlsource import compose, construct, decode
+
+    spec = job.spec
+    inst, repo, number, sha = spec.installation_id, spec.repo, int(spec.pr or 0), spec.head_sha
+    client = ctx.client
+    if ctx.teacher is None:
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "preview",
+            render.preview_unavailable("no teacher is configured for this App"),
+        )
+        return "no-teacher"
+    try:
+        config = load_config(ctx, inst, repo)
+    except ConfigError as exc:
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "preview",
+            render.preview_unavailable(f"invalid .github/labbot.yml: {exc}"),
+        )
+        return "config-error"
+    settings = _preview_settings(config)
+    samples = int(settings.get("samples", 6))
+    seconds = float(settings.get("time_limit_seconds", ctx.preview_seconds))
+    leaves = []
+    root = (config.taxonomy_root or "").strip("/")
+    for f in client.pull_files(inst, repo, number):
+        path = str(f.get("filename", ""))
+        if f.get("status") == "removed" or not _in_taxonomy(path, config):
+            continue
+        raw = client.file_at(inst, repo, path, sha)
+        if raw is None or not validate_bytes(raw, path, PROFILES["pr"], config).valid:
+            continue
+        text, _ = decode(raw)
+        node = compose(text)[0] if text is not None else None
+        data = construct(node)[0] if node is not None else None
+        if isinstance(data, dict):
+            rel = path[len(root) + 1 :] if root and path.startswith(root + "/") else path
+            leaves.append(leaf_from_data(rel, data))
+    deadline = time.monotonic() + seconds
+    results = []
+    try:
+        teacher = ctx.teacher()
+        cache = ctx.cache_dir or Path("labbot-cache")
+        for leaf in leaves:
+            docs: list[str] = []
+            if leaf.kind == KNOWLEDGE and leaf.document is not None:
+                docs = [
+                    t
+                    for _, t in read_documents(
+                        leaf.document.repo,
+                        leaf.document.commit,
+                        leaf.document.patterns,
+                        config,
+                        cache / "documents",
+                    )
+                ]
+            results.append(
+                generate_leaf(
+                    leaf,
+                    teacher,
+                    GenerateConfig(samples=samples),
+                    docs,
+                    cache_dir=cache,
+                    deadline=deadline,
+                )
+            )
+    except PipelineError as exc:  # TeacherError, DocumentError, a missing embedded model
+        _check_superseded(job, ctx)
+        _upsert_sticky(ctx, inst, repo, number, "preview", render.preview_unavailable(str(exc)))
+        return "preview-failed"
+    _check_superseded(job, ctx)
+    _upsert_sticky(
+        ctx, inst, repo, number, "preview", render.preview_section(results, sha, teacher.identity)
+    )
+    return f"previewed {len(results)} leaves"
 
 
 def _check_run(ctx: Context, inst: int | None, repo: str, sha: str) -> int:

@@ -134,6 +134,52 @@ def validation_section(
     return "\n".join(out)
 
 
+def preview_section(results: Sequence[Any], head_sha: str, teacher: str, max_shown: int = 5) -> str:
+    """The sticky comment's preview part: per leaf, the counts, the kept samples (collapsed)
+    and the rejected ones with the reason."""
+    out = [
+        f"### 🔎 Preview of generated samples ({head_sha[:7]})",
+        "",
+        f"Teacher: `{_cell(teacher)}`. These are samples the teacher wrote from your seed "
+        "examples; weak or off-topic ones point at seeds worth improving.",
+        "",
+    ]
+    for r in results:
+        counts = r.counts()
+        rejected = ", ".join(f"{k}: {v}" for k, v in counts["rejected"].items()) or "none"
+        out += [
+            f"**`{_cell(r.leaf)}`** ({r.kind.replace('_', ' ')}): {counts['generated']} generated, "
+            f"**{counts['kept']} kept**, rejected by filter: {rejected}."
+            + (" (from cache)" if r.cached else ""),
+            "",
+        ]
+        if r.errors:
+            out += [f"> {_cell('; '.join(r.errors))}", ""]
+        kept = r.kept[:max_shown]
+        if kept:
+            out += ["<details><summary>Kept samples</summary>", ""]
+            for s in kept:
+                out += [f"- **Q:** {_cell(s.question)}", f"  **A:** {_cell(s.answer)}"]
+            out += ["", "</details>", ""]
+        rejected_samples = [s for s in r.samples if not s.kept][:max_shown]
+        if rejected_samples:
+            out += ["<details><summary>Rejected samples and why</summary>", ""]
+            for s in rejected_samples:
+                reason = next((f.get("reason", "") for f in s.filters if not f.get("passed")), "")
+                out.append(f"- {_cell(s.question)} — *{s.rejected_by}*: {_cell(reason)}")
+            out += ["", "</details>", ""]
+    if not results:
+        out.append("No valid taxonomy leaf to preview.")
+    return "\n".join(out)
+
+
+def preview_unavailable(reason: str) -> str:
+    return (
+        f"### 🔎 Preview unavailable\n\nPreview unavailable: {_cell(reason)}; retry with "
+        "`/labbot preview`."
+    )
+
+
 HELP = """### labbot commands
 
 | command | what it does | who |

@@ -26,6 +26,13 @@ class Settings:
     max_body_bytes: int = 25 * 1024 * 1024
     write_interval_seconds: float = 1.0
     lease_seconds: float = 60.0
+    teacher: str = "embedded"
+    teacher_concurrency: int = 4
+    preview_seconds: float = 300.0
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
 
     @property
     def database(self) -> Path:
@@ -97,5 +104,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("LABBOT_DATA_DIR", "./labbot-data")),
         workers=workers,
         lease_seconds=lease,
+        teacher=env.get("LABBOT_TEACHER", "embedded"),
+        teacher_concurrency=int(env.get("LABBOT_TEACHER_CONCURRENCY", "4") or 4),
+        preview_seconds=float(env.get("LABBOT_PREVIEW_SECONDS", "300") or 300),
         write_interval_seconds=float(env.get("LABBOT_WRITE_INTERVAL_SECONDS", "1.0")),
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, TextIO
 
 from pipeline import discover, report
 from pipeline.config import RepoConfig, find_config, load_config
@@ -126,6 +128,298 @@ def run_check(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.valid for r in results) else EXIT_INVALID
 
 
+def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate synthetic training data from seed examples",
+        description="Generate synthetic samples for taxonomy leaves with a teacher model, filter "
+        "them with a critic, and write chat-format JSONL per leaf plus a summary. Unchanged leaves "
+        "come from the cache.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="qna.yaml files or folders (default: the whole taxonomy)",
+    )
+    p.add_argument(
+        "--changed",
+        action="store_true",
+        help="only leaves changed since the merge "
+        "base with --base (default origin/main, else main)",
+    )
+    p.add_argument("--base", metavar="REF")
+    p.add_argument(
+        "--teacher",
+        default="embedded",
+        metavar="URL|embedded",
+        help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) or "
+        "'embedded' (SmolLM2-135M-Instruct in-process; default)",
+    )
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (HTTP)")
+    p.add_argument(
+        "--context-window",
+        type=int,
+        default=None,
+        help="the teacher's context size, when the server does not report it",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=12,
+        metavar="N",
+        help="candidate samples per leaf before filtering (default 12)",
+    )
+    p.add_argument("--no-critic", action="store_true", help="skip the teacher's YES/NO critic")
+    p.add_argument("--out", default="generated", metavar="DIR", help="output folder")
+    p.add_argument("--no-cache", action="store_true", help="regenerate even unchanged leaves")
+    p.add_argument("--config", metavar="FILE")
+    p.set_defaults(func=run_generate)
+
+
+def _taxonomy_root(config: RepoConfig) -> Path:
+    if config.taxonomy_root:
+        return config.resolve(config.taxonomy_root)
+    return Path("taxonomy") if os.path.isdir("taxonomy") else Path(".")
+
+
+class _Status:
+    """A one-line progress display on a terminal; plain lines elsewhere."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.index = 0
+        self.last = 0.0
+
+    def leaf(self, index: int, name: str) -> None:
+        self.index = index
+        self.name = name
+        if not self.tty:
+            self.stream.write(f"[{index}/{self.total}] {name}\n")
+            self.stream.flush()
+
+    def __call__(self, event: str, data: dict[str, object]) -> None:
+        if not self.tty:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and event == "call":
+            return
+        self.last = now
+        stages = data.get("stages") or {}
+        detail = (
+            " ".join(f"{k}:{v}" for k, v in dict(stages).items())
+            if isinstance(stages, dict)
+            else ""
+        )
+        done = "#" * int(20 * (self.index - 1) / max(1, self.total))
+        line = f"\r[{done:<20}] leaf {self.index}/{self.total} {self.name[-40:]} {detail}"
+        self.stream.write(line[:160].ljust(160))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\r" + " " * 160 + "\r")
+            self.stream.flush()
+
+
+def _select(args: argparse.Namespace, config: RepoConfig, root: Path) -> list[str] | None:
+    paths: list[str] = list(args.paths)
+    if args.changed:
+        paths.extend(discover.changed(root if root.is_dir() else Path.cwd(), args.base))
+        if not paths:
+            return []
+    return paths or None
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from pipeline.documents import read_documents
+    from pipeline.embedded import default_cache_dir
+    from pipeline.errors import DocumentError
+    from pipeline.generate import GenerateConfig, generate_leaf, write_outputs
+    from pipeline.leaves import KNOWLEDGE, load_leaves
+    from pipeline.teacher import TeacherError, make_teacher
+
+    config = _config(args, Path.cwd())
+    root = _taxonomy_root(config)
+    selection = _select(args, config, root)
+    if selection == []:
+        sys.stdout.write("no changed leaves: nothing to generate\n")
+        return EXIT_OK
+    leaves, results = load_leaves(root, config, selection)
+    invalid = [r for r in results if not r.valid]
+    if invalid:
+        sys.stderr.write(report.render_text(invalid))
+        sys.stderr.write("labbot: fix the files above before generating\n")
+        return EXIT_INVALID
+    if args.samples < 1:
+        raise UsageError("--samples must be at least 1")
+    cache = default_cache_dir()
+    cfg = GenerateConfig(samples=args.samples, critic=not args.no_critic)
+    try:
+        teacher = make_teacher(
+            args.teacher,
+            cache_dir=cache,
+            concurrency=args.concurrency,
+            context_window=args.context_window,
+        )
+    except TeacherError as exc:
+        sys.stderr.write(f"labbot: {exc}\n")
+        return EXIT_INVALID
+    status = _Status(len(leaves), sys.stderr)
+    done = []
+    started = time.monotonic()
+    try:
+        for n, leaf in enumerate(leaves, start=1):
+            status.leaf(n, leaf.path)
+            docs: list[str] = []
+            if leaf.kind == KNOWLEDGE and leaf.document is not None:
+                try:
+                    docs = [
+                        text
+                        for _, text in read_documents(
+                            leaf.document.repo,
+                            leaf.document.commit,
+                            leaf.document.patterns,
+                            config,
+                            cache / "documents",
+                        )
+                    ]
+                except DocumentError as exc:
+                    sys.stderr.write(f"labbot: {leaf.path}: cannot read its document: {exc}\n")
+                    return EXIT_INVALID
+            done.append(
+                generate_leaf(
+                    leaf,
+                    teacher,
+                    cfg,
+                    docs,
+                    cache_dir=cache,
+                    use_cache=not args.no_cache,
+                    progress=status,
+                )
+            )
+    except TeacherError as exc:
+        status.finish()
+        sys.stderr.write(f"labbot: {exc}\n")
+        return EXIT_INVALID
+    status.finish()
+    summary = write_outputs(done, Path(args.out), teacher.identity)
+    sys.stdout.write(_generate_table(summary, time.monotonic() - started))
+    if summary["totals"]["generated"] and not summary["totals"]["kept"]:
+        sys.stdout.write(
+            "warning: the critic kept no sample. The teacher may be too weak for these prompts "
+            "(see the rejection reasons in the *.samples.jsonl files); try a stronger teacher.\n"
+        )
+    return EXIT_OK
+
+
+def _generate_table(summary: dict[str, Any], seconds: float) -> str:
+    rows = [("leaf", "kind", "generated", "kept", "rejected (by filter)", "calls", "tokens")]
+    for x in summary["leaves"]:
+        rejected = ", ".join(f"{k} {v}" for k, v in x["rejected"].items()) or "-"
+        tokens = x["prompt_tokens"] + x["completion_tokens"]
+        rows.append(
+            (
+                x["leaf"].removesuffix("/qna.yaml")[-48:],
+                x["kind"],
+                str(x["generated"]),
+                str(x["kept"]),
+                rejected,
+                "cached" if x["cached"] else str(x["teacher_calls"]),
+                "-" if x["cached"] else str(tokens),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    t = summary["totals"]
+    lines.append(
+        f"\n{t['generated']} generated, {t['kept']} kept, {t['teacher_calls']} teacher calls, "
+        f"{t['cached_leaves']} leaves from cache, {seconds:.1f} s; teacher {summary['teacher']}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def add_build_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "build",
+        help="build the model from the whole taxonomy",
+        description="Validate the whole tree, generate data (cached per leaf), mix, train phase 1 "
+        "(knowledge) and phase 2 (skills + knowledge replay), evaluate every leaf against the "
+        "base model, and write the model, its card and a report into the run directory.",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="build config YAML (see "
+        "pipeline/configs/default.yaml); default: the embedded defaults",
+    )
+    p.add_argument(
+        "--out",
+        metavar="RUN_DIR",
+        default=None,
+        help="run directory (default runs/build-<UTC time>)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last completed stage or checkpoint",
+    )
+    p.add_argument(
+        "--taxonomy",
+        metavar="DIR",
+        help="taxonomy root (default: from .github/labbot.yml, else taxonomy/)",
+    )
+    p.set_defaults(func=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import json as json_mod
+
+    from pipeline import buildconfig
+    from pipeline.build import Build, BuildError
+    from pipeline.embedded import default_cache_dir
+    from pipeline.teacher import TeacherError
+
+    repo_config = _config(argparse.Namespace(config=None), Path.cwd())
+    cfg = buildconfig.load(Path(args.config)) if args.config else buildconfig.resolve({})
+    root = Path(args.taxonomy) if args.taxonomy else _taxonomy_root(repo_config)
+    if args.out:
+        run_dir = Path(args.out)
+    elif args.resume:
+        raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    else:
+        run_dir = Path("runs") / time.strftime("build-%Y%m%dT%H%M%SZ", time.gmtime())
+    sys.stdout.write(f"labbot build: taxonomy {root}, run directory {run_dir}\n")
+    sys.stdout.write("resolved configuration:\n" + json_mod.dumps(cfg, indent=2) + "\n")
+    sys.stdout.flush()
+
+    def log(message: str) -> None:
+        sys.stdout.write(time.strftime("%H:%M:%S ") + message + "\n")
+        sys.stdout.flush()
+
+    build = Build(root, repo_config, cfg, run_dir, default_cache_dir(), resume=args.resume, log=log)
+    try:
+        manifest = build.run_all()
+    except BuildError as exc:
+        if exc.results:
+            sys.stderr.write(report.render_text(exc.results))
+        sys.stderr.write(f"labbot: build stopped: {exc}\n")
+        return EXIT_INVALID
+    except TeacherError as exc:
+        sys.stderr.write(f"labbot: build stopped in generation: {exc}\n")
+        return EXIT_INVALID
+    metrics = manifest["metrics"]
+    sys.stdout.write(
+        f"\nbuilt {run_dir / 'model'} in {manifest['seconds']:.0f} s: {metrics['improved']} of "
+        f"{metrics['leaves']} leaves improved over the base model. "
+        f"Report: {run_dir / 'report.md'}\n"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labbot",
@@ -134,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="labbot 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_check_parser(sub)
+    add_generate_parser(sub)
+    add_build_parser(sub)
     return parser
 
 

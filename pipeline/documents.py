@@ -14,6 +14,7 @@ import glob
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,35 @@ def documents_for(
     """Check out a ``document`` reference and list each pattern's matches."""
     co = checkout(str(document["repo"]), str(document["commit"]), config, cache_dir)
     return co, {str(p): match(co.path, str(p)) for p in document.get("patterns", [])}
+
+
+def read_documents(
+    repo: str, commit: str, patterns: Sequence[str], config: RepoConfig, cache_dir: Path
+) -> list[tuple[str, str]]:
+    """``(path in the repository, text)`` of every Markdown document a knowledge leaf cites.
+
+    Raises:
+        DocumentError: when the repository cannot be read, a pattern matches nothing, or a
+            document is a PDF (not supported yet: text extraction needs a PDF library).
+    """
+    co, matches = documents_for(
+        {"repo": repo, "commit": commit, "patterns": list(patterns)}, config, cache_dir
+    )
+    out: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    for pattern, hits in matches.items():
+        if not hits:
+            raise DocumentError(f"pattern {pattern!r} matches no file at {commit[:12]}")
+        for hit in hits:
+            if hit in seen:
+                continue
+            seen.add(hit)
+            rel = hit.relative_to(co.path.resolve()).as_posix()
+            if hit.suffix == ".pdf":
+                raise DocumentError(f"{rel}: PDF documents are not supported yet; use Markdown")
+            if hit.suffix == ".md":
+                out.append((rel, hit.read_text(encoding="utf-8", errors="replace")))
+    return out
 
 
 def check_documents(results: list[FileResult], config: RepoConfig, cache_dir: Path) -> None:

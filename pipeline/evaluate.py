@@ -1,0 +1,190 @@
+"""Per-leaf evaluation: held-out seed questions answered by a model, scored against the
+contributor's reference answers.
+
+Two scores per question: ROUGE-L F1 of the model's greedy answer against the reference (what a
+reader sees), and the mean per-token loss of the reference answer under the model (how close
+the model is to saying it, robust to a single wrong word). The pure scoring functions come
+first; model loading is at the bottom.
+
+>>> round(rouge_l("the cat sat on the mat", "a cat sat on a mat"), 3)
+0.667
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over lower-cased word tokens (longest common subsequence)."""
+    p, r = _tokens(prediction), _tokens(reference)
+    if not p or not r:
+        return 0.0
+    prev = [0] * (len(r) + 1)
+    for a in p:
+        cur = [0]
+        for j, b in enumerate(r, start=1):
+            cur.append(prev[j - 1] + 1 if a == b else max(prev[j], cur[j - 1]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(p), lcs / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    leaf: str
+    kind: str
+    question: str
+    reference: str
+    answer: str
+    rouge_l: float
+    ref_loss: float
+
+
+def per_leaf(answers: Sequence[Answer]) -> dict[str, dict[str, float]]:
+    """Mean scores per leaf."""
+    groups: dict[str, list[Answer]] = defaultdict(list)
+    for a in answers:
+        groups[a.leaf].append(a)
+    return {
+        leaf: {
+            "rouge_l": sum(a.rouge_l for a in items) / len(items),
+            "ref_loss": sum(a.ref_loss for a in items) / len(items),
+            "questions": float(len(items)),
+        }
+        for leaf, items in sorted(groups.items())
+    }
+
+
+def compare(models: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    """One row per leaf with every model's scores, the change from base to the last model, and
+    (for knowledge) how much of phase 1's gain phase 2 kept."""
+    names = list(models)
+    leaves = sorted({leaf for scores in models.values() for leaf in scores})
+    rows = []
+    for leaf in leaves:
+        row: dict[str, Any] = {"leaf": leaf}
+        for name in names:
+            s = models[name].get(leaf, {})
+            row[f"{name}_rouge_l"] = s.get("rouge_l")
+            row[f"{name}_ref_loss"] = s.get("ref_loss")
+        first, last = names[0], names[-1]
+        if row[f"{first}_rouge_l"] is not None and row[f"{last}_rouge_l"] is not None:
+            row["delta_rouge_l"] = row[f"{last}_rouge_l"] - row[f"{first}_rouge_l"]
+            row["delta_ref_loss"] = row[f"{last}_ref_loss"] - row[f"{first}_ref_loss"]
+            row["improved"] = row["delta_rouge_l"] > 0 or (
+                row["delta_rouge_l"] == 0 and row["delta_ref_loss"] < 0
+            )
+        if len(names) >= 3:
+            base, mid = names[0], names[1]
+            gain = (
+                models[mid].get(leaf, {}).get("ref_loss"),
+                models[base].get(leaf, {}).get("ref_loss"),
+            )
+            end = models[last].get(leaf, {}).get("ref_loss")
+            if None not in gain and end is not None and gain[1] - gain[0] > 1e-6:  # type: ignore[operator]
+                row["retention"] = (gain[1] - end) / (gain[1] - gain[0])  # type: ignore[operator]
+        rows.append(row)
+    return rows
+
+
+# -- running a model ---------------------------------------------------------------------------
+
+
+def _prompt(question: str, context: str) -> str:
+    return f"{context}\n\n{question}" if context else question
+
+
+def evaluate_model(
+    model_dir: Path,
+    held_out: Sequence[dict[str, Any]],
+    *,
+    system_prompt: str = "",
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> list[Answer]:
+    """Answer every held-out question with the model in ``model_dir`` (greedy) and score it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+    def chat(question: str, context: str) -> list[dict[str, str]]:
+        msgs = [{"role": "user", "content": _prompt(question, context)}]
+        if system_prompt:
+            msgs.insert(0, {"role": "system", "content": system_prompt})
+        return msgs
+
+    prompts = [
+        str(
+            tokenizer.apply_chat_template(
+                chat(h["question"], h.get("context", "")),
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+        )
+        for h in held_out
+    ]
+    answers: list[str] = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), batch_size):
+            batch = tokenizer(
+                prompts[i : i + batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            ).to(device)
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for row in out[:, batch["input_ids"].shape[1] :]:
+                answers.append(str(tokenizer.decode(row, skip_special_tokens=True)).strip())
+        losses = [
+            _reference_loss(model, tokenizer, prompt, h["answer"], device)
+            for prompt, h in zip(prompts, held_out, strict=True)
+        ]
+    return [
+        Answer(h["leaf"], h["kind"], h["question"], h["answer"], a, rouge_l(a, h["answer"]), loss)
+        for h, a, loss in zip(held_out, answers, losses, strict=True)
+    ]
+
+
+def _reference_loss(model: Any, tokenizer: Any, prompt: str, reference: str, device: str) -> float:
+    """Mean negative log-likelihood per token of ``reference`` (and end of turn) after
+    ``prompt``."""
+    import torch
+
+    prefix = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target = tokenizer(reference, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        target = target + [tokenizer.eos_token_id]
+    ids = torch.tensor([prefix + target], device=device)
+    labels = torch.tensor([[-100] * len(prefix) + target], device=device)
+    loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+    value = float(loss)
+    return value if math.isfinite(value) else 99.0
