@@ -234,7 +234,7 @@ class Build:
 
     def generate(self) -> dict[str, Any]:
         from pipeline.documents import read_documents
-        from pipeline.generate import GenerateConfig, generate_leaf, write_outputs
+        from pipeline.generate import GenerateConfig, generate_leaves, write_outputs
         from pipeline.teacher import make_teacher
 
         self._ensure_leaves()
@@ -252,9 +252,8 @@ class Build:
             concurrency=self.cfg["teacher_concurrency"],
             context_window=self.cfg["teacher_context_window"],
         )
-        results = []
-        for n, leaf in enumerate(self.leaves, start=1):
-            self.log(f"  generate [{n}/{len(self.leaves)}] {leaf.path}")
+        work: list[tuple[Leaf, list[str]]] = []
+        for leaf in self.leaves:
             docs: list[str] = []
             if leaf.kind == KNOWLEDGE and leaf.document is not None:
                 docs = [
@@ -267,11 +266,14 @@ class Build:
                         self.cache / "documents",
                     )
                 ]
-            results.append(
-                generate_leaf(
-                    leaf, teacher, gcfg, docs, cache_dir=self.cache, progress=self.progress
-                )
+            work.append((leaf, docs))
+        self.log(f"  generate: {len(work)} leaves with teacher {teacher.identity}")
+        try:
+            results = generate_leaves(
+                work, teacher, gcfg, cache_dir=self.cache, progress=self.progress
             )
+        finally:
+            teacher.close()
         summary = write_outputs(results, self.run / "generate", teacher.identity)
         outputs = {r.leaf: [s.to_record() for s in r.kept] for r in results}
         _write_json(self.run / "generate" / "kept.json", outputs)

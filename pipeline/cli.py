@@ -237,7 +237,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from pipeline.documents import read_documents
     from pipeline.embedded import default_cache_dir
     from pipeline.errors import DocumentError
-    from pipeline.generate import GenerateConfig, generate_leaf, write_outputs
+    from pipeline.generate import GenerateConfig, generate_leaves, write_outputs
     from pipeline.leaves import KNOWLEDGE, load_leaves
     from pipeline.teacher import TeacherError, make_teacher
 
@@ -268,42 +268,37 @@ def run_generate(args: argparse.Namespace) -> int:
         sys.stderr.write(f"labbot: {exc}\n")
         return EXIT_INVALID
     status = _Status(len(leaves), sys.stderr)
-    done = []
     started = time.monotonic()
+    work: list[tuple[Any, list[str]]] = []
+    for leaf in leaves:
+        docs: list[str] = []
+        if leaf.kind == KNOWLEDGE and leaf.document is not None:
+            try:
+                docs = [
+                    text
+                    for _, text in read_documents(
+                        leaf.document.repo,
+                        leaf.document.commit,
+                        leaf.document.patterns,
+                        config,
+                        cache / "documents",
+                    )
+                ]
+            except DocumentError as exc:
+                sys.stderr.write(f"labbot: {leaf.path}: cannot read its document: {exc}\n")
+                return EXIT_INVALID
+        work.append((leaf, docs))
+    status.leaf(len(leaves), f"{len(leaves)} leaves")
     try:
-        for n, leaf in enumerate(leaves, start=1):
-            status.leaf(n, leaf.path)
-            docs: list[str] = []
-            if leaf.kind == KNOWLEDGE and leaf.document is not None:
-                try:
-                    docs = [
-                        text
-                        for _, text in read_documents(
-                            leaf.document.repo,
-                            leaf.document.commit,
-                            leaf.document.patterns,
-                            config,
-                            cache / "documents",
-                        )
-                    ]
-                except DocumentError as exc:
-                    sys.stderr.write(f"labbot: {leaf.path}: cannot read its document: {exc}\n")
-                    return EXIT_INVALID
-            done.append(
-                generate_leaf(
-                    leaf,
-                    teacher,
-                    cfg,
-                    docs,
-                    cache_dir=cache,
-                    use_cache=not args.no_cache,
-                    progress=status,
-                )
-            )
+        done = generate_leaves(
+            work, teacher, cfg, cache_dir=cache, use_cache=not args.no_cache, progress=status
+        )
     except TeacherError as exc:
         status.finish()
         sys.stderr.write(f"labbot: {exc}\n")
         return EXIT_INVALID
+    finally:
+        teacher.close()
     status.finish()
     summary = write_outputs(done, Path(args.out), teacher.identity)
     sys.stdout.write(_generate_table(summary, time.monotonic() - started))

@@ -485,9 +485,13 @@ class _LeafRun:
         if not chunks:
             self.result.errors.append("no document text to generate from")
             return
-        per_chunk = max(1, -(-self.cfg.samples // len(chunks)))
-        for j, chunk in enumerate(chunks):
-            self.tasks.submit(partial(self.knowledge_chunk, j, chunk, per_chunk))
+        # Spend the sample budget on passages spread evenly over the documents, each asked for
+        # up to questions_per_call pairs, instead of one teacher call per passage.
+        used = min(len(chunks), max(1, -(-self.cfg.samples // self.cfg.questions_per_call)))
+        picked = sorted({round(k * (len(chunks) - 1) / max(1, used - 1)) for k in range(used)})
+        per_chunk = max(1, -(-self.cfg.samples // len(picked)))
+        for j in picked:
+            self.tasks.submit(partial(self.knowledge_chunk, j, chunks[j], per_chunk))
 
     def chunk_words(self) -> int:
         if self.cfg.chunk_words:
@@ -599,35 +603,68 @@ def generate_leaf(
     progress: Progress | None = None,
     deadline: float | None = None,
 ) -> LeafResult:
-    """Generate (or load from the cache) the samples of one leaf.
+    """Generate (or load from the cache) the samples of one leaf. See :func:`generate_leaves`."""
+    (result,) = generate_leaves(
+        [(leaf, documents)],
+        teacher,
+        cfg,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+        progress=progress,
+        deadline=deadline,
+    )
+    return result
 
-    ``deadline`` (a ``time.monotonic()`` value) stops new teacher calls once passed; the
-    unfinished samples are rejected with that reason, and the result is not cached.
+
+def generate_leaves(
+    work: Sequence[tuple[Leaf, Sequence[str]]],
+    teacher: Teacher,
+    cfg: GenerateConfig,
+    *,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+    deadline: float | None = None,
+) -> list[LeafResult]:
+    """Generate the samples of several leaves (each with its document texts) at once.
+
+    Leaves whose cache key is known come from the cache with no teacher call. The others run
+    their chains in one shared pool, so the teacher stays busy across leaf boundaries.
+    ``deadline`` (a ``time.monotonic()`` value) stops new teacher calls once passed; unfinished
+    samples are rejected with that reason and such results are not cached.
     """
-    key = cache_key(leaf, documents, teacher.identity, cfg)
-    if cache_dir is not None and use_cache:
-        cached = load_cached(cache_dir, key)
-        if cached is not None:
-            if progress:
-                progress("cached", {"leaf": leaf.path})
-            return cached
-    result = LeafResult(leaf=leaf.path, slug=leaf.slug, kind=leaf.kind, samples=[])
-    start = time.monotonic()
+    results: list[LeafResult | None] = []
+    runs: list[tuple[int, str, _LeafRun]] = []
     workers = max(
         int(getattr(teacher, "concurrency", 1) or 1), int(getattr(teacher, "batch_size", 1) or 1)
     )
     tasks = _Tasks(workers)
-    run = _LeafRun(leaf, teacher, cfg, tasks, result, progress, deadline)
-    run.start(documents)
+    start = time.monotonic()
+    for leaf, documents in work:
+        key = cache_key(leaf, documents, teacher.identity, cfg)
+        cached = load_cached(cache_dir, key) if cache_dir is not None and use_cache else None
+        if cached is not None:
+            if progress:
+                progress("cached", {"leaf": leaf.path})
+            results.append(cached)
+            continue
+        result = LeafResult(leaf=leaf.path, slug=leaf.slug, kind=leaf.kind, samples=[])
+        run = _LeafRun(leaf, teacher, cfg, tasks, result, progress, deadline)
+        runs.append((len(results), key, run))
+        results.append(result)
+        run.start(documents)
     tasks.wait()
-    result.seconds = time.monotonic() - start
-    result.samples.sort(key=lambda s: (s.seed_index, s.chunk_index or 0, s.question))
+    elapsed = time.monotonic() - start
     timed_out = deadline is not None and time.monotonic() > deadline
-    if timed_out:
-        result.errors.append("stopped at the time limit")
-    if cache_dir is not None and not timed_out:
-        store_cached(cache_dir, key, result)
-    return result
+    for _, key, run in runs:
+        result = run.result
+        result.seconds = elapsed
+        result.samples.sort(key=lambda s: (s.seed_index, s.chunk_index or 0, s.question))
+        if timed_out:
+            result.errors.append("stopped at the time limit")
+        elif cache_dir is not None:
+            store_cached(cache_dir, key, result)
+    return [r for r in results if r is not None]
 
 
 def write_outputs(results: Sequence[LeafResult], out_dir: Path, teacher_id: str) -> dict[str, Any]:

@@ -1,0 +1,838 @@
+"""Training one phase: LoRA or full fine-tuning of a causal LM on packed chat samples.
+
+``train_phase`` reads top to bottom: setup (model, tokenizer, data, optimizer) → one loop
+(accumulate micro-batches, clip, step, log, checkpoint) → one save. Both LAB phases call it with
+different :class:`TrainConfig` values. It is the only module that imports peft and accelerate.
+
+Loss: cross-entropy summed over every trained token of an optimizer step (all micro-batches and
+all ranks) and divided by that step's number of trained tokens, so a step's gradient does not
+depend on how its samples were packed or split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator  # type: ignore[import-untyped]
+from accelerate.utils import set_seed  # type: ignore[import-untyped]
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from pipeline.data import IGNORE, Batch, Tokenized, TooLong, pack, plan_epoch, tokenize
+from pipeline.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+Dtype = Literal["auto", "float32", "bfloat16", "bf16-mixed"]
+VARLEN = "labbot_varlen"
+_STATE_FILE = "trainer_state.json"
+_RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one phase. Token counts are real (unpadded) tokens.
+
+    ``batch_tokens`` is the target number of tokens per optimizer step; ``micro_batch_tokens``
+    the most tokens in one packed row (one forward/backward). Small datasets get at least
+    ``min_steps_per_epoch`` steps per epoch (the batch shrinks to fit), and warmup is
+    ``warmup_ratio`` of all steps, so LAB's shape survives any data size.
+
+    ``dtype``: ``auto`` is float32 on the CPU; on a GPU it is ``bf16-mixed`` (float32 master
+    weights, bfloat16 autocast) for full fine-tuning and a bfloat16 frozen base with float32
+    adapters for LoRA. ``bfloat16`` trains pure bfloat16 weights (faster, but small updates
+    round away at LAB's learning rates).
+
+    ``attn_implementation``: ``sdpa`` (default), ``eager``, ``flex_attention`` or ``varlen``
+    (flash-attention varlen kernel from ``torch.nn.attention.varlen`` on CUDA; a slow exact
+    reference elsewhere). ``chunked_loss`` computes logits only at trained positions, in chunks
+    of ``loss_chunk_tokens`` that are recomputed in backward, so the full-vocabulary logits of a
+    long row are never held in memory.
+
+    ``max_steps`` stops early without changing the schedule (benchmarks, smoke runs).
+    """
+
+    lr: float
+    epochs: int
+    batch_tokens: int
+    micro_batch_tokens: int
+    warmup_ratio: float = 0.1
+    min_steps_per_epoch: int = 4
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+    max_seq_len: int = 1024
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    keep_checkpoints: int = 2
+    checkpoint_every_steps: int | None = None
+    dtype: Dtype = "auto"
+    attn_implementation: str = "sdpa"
+    chunked_loss: bool = True
+    loss_chunk_tokens: int = 4096
+    compile: bool = False
+    fused_optimizer: bool = True
+    max_steps: int | None = None
+    save_final: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.lr <= 0 or self.epochs < 1:
+            problems.append("lr must be > 0 and epochs >= 1")
+        if self.micro_batch_tokens < self.max_seq_len:
+            problems.append("micro_batch_tokens must be >= max_seq_len (a sample must fit a row)")
+        if self.batch_tokens < 1 or self.min_steps_per_epoch < 1 or self.keep_checkpoints < 1:
+            problems.append("batch_tokens, min_steps_per_epoch and keep_checkpoints must be >= 1")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append("warmup_ratio must be in [0, 1)")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
+            problems.append("checkpoint_every_steps must be >= 1")
+        if problems:
+            raise UsageError("invalid TrainConfig: " + "; ".join(problems))
+
+
+@dataclass
+class PhaseResult:
+    """What one phase produced. Paths are absolute; ``adapter_dir`` is None without LoRA."""
+
+    out_dir: Path
+    final_dir: Path | None
+    adapter_dir: Path | None
+    history: list[dict[str, Any]]
+    eval_losses: list[dict[str, Any]]
+    best_checkpoint: Path | None
+    tokens_trained: int
+    seconds: float
+    skipped_too_long: int
+    skipped_unlabelled: int = 0
+    steps: int = 0
+    steps_per_epoch: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("out_dir", "final_dir", "adapter_dir", "best_checkpoint"):
+            data[key] = None if data[key] is None else str(data[key])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PhaseResult:
+        paths = {
+            key: None if data[key] is None else Path(data[key])
+            for key in ("out_dir", "final_dir", "adapter_dir", "best_checkpoint")
+        }
+        return cls(**{**data, **paths})
+
+
+@dataclass
+class _State:
+    """Loop position and logs: saved in every checkpoint, restored on resume."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    eval_losses: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_phase(
+    cfg: TrainConfig,
+    base_model_dir: Path,
+    train: list[dict[str, Any]],
+    held_out: list[dict[str, Any]],
+    out_dir: Path,
+    *,
+    resume: bool = True,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> PhaseResult:
+    """Train ``base_model_dir`` on ``train`` chat records; write checkpoints and the final model.
+
+    Layout of ``out_dir``: ``checkpoints/step-NNNNNN/`` (full training state, plus the adapter
+    for LoRA), ``adapter/`` (LoRA), ``final/`` (merged weights, tokenizer and chat template in a
+    folder ``AutoModelForCausalLM.from_pretrained`` loads) and ``result.json``.
+
+    Args:
+        cfg: the phase's hyper-parameters.
+        base_model_dir: a Hugging Face model folder with tokenizer and chat template.
+        train: chat records ``{"messages": [...], "unmask": bool}``.
+        held_out: records scored (mean loss per trained token) at every checkpoint; the best
+            checkpoint is chosen by it (the last one when empty).
+        out_dir: where everything goes.
+        resume: continue from the newest checkpoint in ``out_dir`` (or return the stored
+            result of a finished run). False starts over, deleting earlier checkpoints.
+        progress: called with each step's log record (``event="step"``) and after each
+            checkpoint (``event="checkpoint"``). An exception raised there stops training;
+            the next call with ``resume=True`` continues from the last checkpoint.
+
+    Raises:
+        UsageError: ``out_dir`` holds a run with another config, base model or data.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir).resolve()
+    fingerprint = _fingerprint(cfg, base_model_dir, train, held_out)
+    previous = _check_out_dir(out_dir, fingerprint, resume)
+    if previous is not None:
+        return previous
+
+    # ---- setup: accelerator, tokenizer, data
+    on_gpu = torch.cuda.is_available()
+    weight_dtype, autocast = _precision(cfg, on_gpu)
+    accelerator = Accelerator(cpu=not on_gpu, mixed_precision="bf16" if autocast else "no")
+    set_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    train_samples, too_long, unlabelled = _tokenize_all(train, tokenizer, cfg.max_seq_len)
+    held_samples, _, _ = _tokenize_all(held_out, tokenizer, cfg.max_seq_len)
+    if not train_samples:
+        raise UsageError("no trainable samples (all too long or without trained tokens)")
+    if too_long or unlabelled:
+        log.warning("skipped %d too-long and %d unlabelled samples", too_long, unlabelled)
+
+    def plan(epoch: int) -> list[list[Batch]]:
+        return plan_epoch(
+            train_samples,
+            batch_tokens=cfg.batch_tokens,
+            micro_batch_tokens=cfg.micro_batch_tokens,
+            min_steps=cfg.min_steps_per_epoch,
+            seed=cfg.seed + epoch,
+        )
+
+    steps_per_epoch = len(plan(0))
+    total_steps = steps_per_epoch * cfg.epochs
+    last_step = min(total_steps, cfg.max_steps or total_steps)
+    warmup = round(cfg.warmup_ratio * total_steps)
+
+    # ---- setup: model, optimizer, schedule
+    model = _load_model(cfg, base_model_dir, weight_dtype)
+    module = PackedLoss(model, cfg.loss_chunk_tokens if cfg.chunked_loss else None)
+    optimizer = _make_optimizer(cfg, module, fused=on_gpu)
+    scheduler = LambdaLR(optimizer, _lr_lambda(warmup, total_steps))
+    module, optimizer = accelerator.prepare(module, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    checkpoints = out_dir / "checkpoints"
+    state = _State()
+    latest = _checkpoints(checkpoints)[-1] if resume and _checkpoints(checkpoints) else None
+    if latest is not None:
+        accelerator.load_state(str(latest / "state"))
+        state = _State(**json.loads((latest / _STATE_FILE).read_text())["state"])
+        log.info("resumed from %s (step %d)", latest, state.step)
+
+    # ---- loop
+    rank, world = accelerator.process_index, accelerator.num_processes
+    while state.step < last_step:
+        epoch, index = divmod(state.step, steps_per_epoch)
+        rows = plan(epoch)[index]
+        tick = time.perf_counter()
+        loss_sum = forward_backward(accelerator, module, rows[rank::world], rows, world, autocast)
+        grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        loss_tokens = sum(r.n_loss_tokens for r in rows)
+        tokens = sum(len(r) for r in rows)
+        loss = float(accelerator.reduce(loss_sum, "sum")) / max(loss_tokens, 1)
+        seconds = time.perf_counter() - tick
+        record = {
+            "step": state.step,
+            "epoch": round(state.step / steps_per_epoch, 4),
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "tokens": tokens,
+            "loss_tokens": loss_tokens,
+            "tokens_per_s": tokens / seconds,
+        }
+        state.history.append(record)
+        if progress is not None:
+            progress({"event": "step", **record})
+        every = cfg.checkpoint_every_steps
+        due = state.step % every == 0 if every else state.step % steps_per_epoch == 0
+        if due or state.step == last_step:
+            path = _save_checkpoint(
+                accelerator, module, held_samples, cfg, state, checkpoints, fingerprint, autocast
+            )
+            if progress is not None:
+                progress({"event": "checkpoint", **state.eval_losses[-1], "path": str(path)})
+
+    # ---- save
+    final_dir = adapter_dir = None
+    if cfg.save_final:
+        final_dir, adapter_dir = _save_final(
+            accelerator, module, cfg, base_model_dir, tokenizer, out_dir
+        )
+    result = PhaseResult(
+        out_dir=out_dir,
+        final_dir=final_dir,
+        adapter_dir=adapter_dir,
+        history=state.history,
+        eval_losses=state.eval_losses,
+        best_checkpoint=_best(checkpoints, state.eval_losses),
+        tokens_trained=sum(r["tokens"] for r in state.history),
+        seconds=time.perf_counter() - started,
+        skipped_too_long=too_long,
+        skipped_unlabelled=unlabelled,
+        steps=state.step,
+        steps_per_epoch=steps_per_epoch,
+    )
+    if accelerator.is_main_process and cfg.save_final:
+        payload = {"fingerprint": fingerprint, "result": result.to_json()}
+        (out_dir / _RESULT_FILE).write_text(json.dumps(payload, indent=2))
+    accelerator.wait_for_everyone()
+    return result
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+class PackedLoss(nn.Module):
+    """A causal LM whose forward returns ``(summed loss, trained tokens)`` for packed rows.
+
+    Wrapping the model this way keeps the whole loss inside one module forward, which DDP and
+    FSDP need, and lets the loss skip logits at untrained positions.
+    """
+
+    def __init__(self, model: nn.Module, chunk_tokens: int | None) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_tokens = chunk_tokens
+
+    def forward(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor, **kw: Any
+    ) -> tuple[torch.Tensor, int]:
+        targets = labels[:, 1:].reshape(-1)
+        keep = (targets != IGNORE).nonzero().squeeze(1)
+        if self.chunk_tokens is None:
+            logits = self.model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                attention_mask=None,
+                use_cache=False,  # packed rows need it: see hidden_states()
+                logits_to_keep=keep,
+                **kw,
+            ).logits[0]
+            return _cross_entropy(logits, targets[keep], keep.numel())
+        hidden = hidden_states(self.model, input_ids, position_ids, **kw)
+        head = _head(self.model)
+        picked = hidden[0, :-1].index_select(0, keep)
+        if keep.numel() == 0:  # keep every parameter in the graph (DDP/FSDP need that)
+            return head(hidden[0, :1]).float().sum() * 0.0, 0
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, keep.numel(), self.chunk_tokens):
+            stop = start + self.chunk_tokens
+            part = checkpoint(
+                _head_loss,
+                head,
+                picked[start:stop],
+                targets[keep[start:stop]],
+                self.model.config,
+                use_reentrant=False,
+            )
+            total = total + part
+        return total, keep.numel()
+
+
+def hidden_states(
+    model: nn.Module, input_ids: torch.Tensor, position_ids: torch.Tensor, **kw: Any
+) -> torch.Tensor:
+    """Last hidden states of a packed row (``[1, T]`` ids, positions restarting per sample).
+
+    ``use_cache=False`` is what makes packing correct: transformers only builds the
+    block-diagonal mask from ``position_ids`` when no KV cache exists, and a model in train mode
+    creates one unless told not to; without it, packed samples silently attend to each other.
+    """
+    out = _decoder(model)(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=None,
+        use_cache=False,
+        **kw,
+    )
+    return out.last_hidden_state  # type: ignore[no-any-return]
+
+
+def _decoder(model: Any) -> Any:
+    """The decoder stack (embeddings + layers + final norm), through peft wrappers too."""
+    return model.get_decoder()
+
+
+def _head(model: Any) -> nn.Module:
+    """The output projection (``lm_head``)."""
+    head = model.get_output_embeddings()
+    assert isinstance(head, nn.Module)
+    return head
+
+
+def _head_loss(
+    head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, config: Any
+) -> torch.Tensor:
+    logits = head(hidden).float()
+    scaling = getattr(config, "logits_scaling", None)  # Granite
+    if scaling:
+        logits = logits / scaling
+    softcap = getattr(config, "final_logit_softcapping", None)  # Gemma 2
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return nn.functional.cross_entropy(logits, targets, reduction="sum")
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
+    if n == 0:
+        return logits.float().sum() * 0.0, 0
+    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), n
+
+
+def row_tensors(row: Batch, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """A packed row as ``[1, T]`` tensors on ``device``."""
+    return {
+        "input_ids": torch.tensor([row.input_ids], device=device),
+        "position_ids": torch.tensor([row.position_ids], device=device),
+        "labels": torch.tensor([row.labels], device=device),
+    }
+
+
+def _attn_kwargs(row: Batch, device: torch.device, module: nn.Module) -> dict[str, Any]:
+    """Extra forward arguments: cumulative lengths for the varlen attention kernel."""
+    config = _unwrap(module).model.config
+    if getattr(config, "_attn_implementation", None) != VARLEN:
+        return {}
+    cu = torch.tensor(row.boundaries, dtype=torch.int32, device=device)
+    longest = max(row.seq_lens)
+    return {
+        "cu_seq_lens_q": cu,
+        "cu_seq_lens_k": cu,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
+def forward_backward(
+    accelerator: Accelerator,
+    module: nn.Module,
+    mine: Sequence[Batch],
+    step_rows: Sequence[Batch],
+    world: int,
+    autocast: bool,
+) -> torch.Tensor:
+    """Forward and backward this rank's rows of one step; return its summed (detached) loss.
+
+    Each row's summed loss is divided by the trained-token count of the whole step (all rows,
+    all ranks) and multiplied by ``world`` because gradient sync averages over ranks. Ranks with
+    fewer rows run an all-masked copy so that every rank makes the same number of calls.
+    """
+    step_tokens = max(1, sum(r.n_loss_tokens for r in step_rows))
+    per_rank = math.ceil(len(step_rows) / world)
+    rows = list(mine) + [_masked(step_rows[0])] * (per_rank - len(mine))
+    total = torch.zeros((), device=accelerator.device)
+    for i, row in enumerate(rows):
+        sync = accelerator.no_sync(module) if i < len(rows) - 1 else contextlib.nullcontext()
+        with sync, _autocast(accelerator, autocast):
+            inputs = row_tensors(row, accelerator.device)
+            loss_sum, _ = module(**inputs, **_attn_kwargs(row, accelerator.device, module))
+            accelerator.backward(loss_sum * (world / step_tokens))
+        total += loss_sum.detach()
+    return total
+
+
+def _masked(row: Batch) -> Batch:
+    return Batch(row.input_ids, [IGNORE] * len(row), row.position_ids, row.boundaries, [])
+
+
+def evaluate_loss(
+    accelerator: Accelerator,
+    module: nn.Module,
+    samples: Sequence[Tokenized],
+    micro_batch_tokens: int,
+    autocast: bool = False,
+) -> float | None:
+    """Mean loss per trained token over ``samples`` (None when there are none)."""
+    if not samples:
+        return None
+    rows = pack(samples, micro_batch_tokens)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = rows[rank::world]
+    mine += [_masked(rows[0])] * (math.ceil(len(rows) / world) - len(mine))
+    module.eval()
+    total = torch.zeros((), device=accelerator.device)
+    with torch.no_grad(), _autocast(accelerator, autocast):
+        for row in mine:
+            inputs = row_tensors(row, accelerator.device)
+            loss_sum, _ = module(**inputs, **_attn_kwargs(row, accelerator.device, module))
+            total += loss_sum.float()
+    module.train()
+    tokens = sum(r.n_loss_tokens for r in rows)
+    return float(accelerator.reduce(total, "sum")) / max(tokens, 1)
+
+
+# --------------------------------------------------------------------------- setup helpers
+
+
+def _precision(cfg: TrainConfig, on_gpu: bool) -> tuple[torch.dtype, bool]:
+    """(weight dtype, bf16 autocast?) for ``cfg.dtype`` on this device."""
+    choice = cfg.dtype
+    if choice == "auto":
+        if not on_gpu:
+            return torch.float32, False
+        return (torch.bfloat16, True) if cfg.lora else (torch.float32, True)
+    return {
+        "float32": (torch.float32, False),
+        "bfloat16": (torch.bfloat16, False),
+        "bf16-mixed": (torch.float32, True),
+    }[choice]
+
+
+def _autocast(accelerator: Accelerator, enabled: bool) -> Any:
+    return accelerator.autocast() if enabled else contextlib.nullcontext()
+
+
+def _tokenize_all(
+    records: Sequence[dict[str, Any]], tokenizer: Any, max_len: int
+) -> tuple[list[Tokenized], int, int]:
+    """Tokenized samples with trained tokens, plus counts of too-long and unlabelled ones."""
+    kept: list[Tokenized] = []
+    too_long = unlabelled = 0
+    for record in records:
+        result = tokenize(record, tokenizer, max_len)
+        if isinstance(result, TooLong):
+            too_long += 1
+        elif result.n_loss_tokens == 0:
+            unlabelled += 1
+        else:
+            kept.append(result)
+    return kept, too_long, unlabelled
+
+
+def register_varlen_attention() -> None:
+    """Make ``attn_implementation="labbot_varlen"`` available to transformers models."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention)
+
+
+def varlen_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention within each packed sample, from ``cu_seq_lens_q`` (no mask tensor).
+
+    Shapes follow transformers: ``query`` is ``[1, heads, T, dim]`` and the output
+    ``[1, T, heads, dim]``. On CUDA this is one flash-attention varlen call; elsewhere an exact
+    per-sample reference (for tests).
+    """
+    cu = kwargs["cu_seq_lens_q"]
+    q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))  # [T, H, D]
+    if q.is_cuda:
+        from torch.nn.attention.varlen import varlen_attn
+
+        longest = int(kwargs["max_length_q"])
+        out = varlen_attn(
+            q,
+            k,
+            v,
+            cu,
+            cu,
+            longest,
+            longest,
+            scale=scaling,
+            window_size=(-1, 0),
+            enable_gqa=q.shape[1] != k.shape[1],
+        )
+        assert isinstance(out, torch.Tensor)
+    else:
+        parts = []
+        bounds = [int(x) for x in cu.tolist()]
+        for a, b in zip(bounds, bounds[1:], strict=False):
+            part = nn.functional.scaled_dot_product_attention(
+                q[a:b].transpose(0, 1),
+                k[a:b].transpose(0, 1),
+                v[a:b].transpose(0, 1),
+                is_causal=True,
+                scale=scaling,
+                enable_gqa=True,
+            )
+            parts.append(part.transpose(0, 1))
+        out = torch.cat(parts)
+    return out.unsqueeze(0), None
+
+
+def _load_model(cfg: TrainConfig, base_model_dir: Path, dtype: torch.dtype) -> nn.Module:
+    attn = cfg.attn_implementation
+    if attn == "varlen":
+        register_varlen_attention()
+        attn = VARLEN
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        base_model_dir, dtype=dtype, attn_implementation=attn
+    )
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora:
+        lora = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+        with _quiet_peft():
+            model = get_peft_model(model, lora)
+    if cfg.compile:
+        for layer in _decoder(model).layers:
+            layer.compile(dynamic=True)
+    model.train()
+    return model  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing`` (a warning)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".is_gradient_checkpointing. is deprecated", category=FutureWarning
+        )
+        yield
+
+
+def _make_optimizer(cfg: TrainConfig, module: nn.Module, fused: bool) -> torch.optim.AdamW:
+    decay: list[nn.Parameter] = []
+    plain: list[nn.Parameter] = []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else plain).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=fused and cfg.fused_optimizer
+    )
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warmup then cosine decay towards 0; no step runs at a learning rate of 0.
+
+    Example: warmup=2, total=6 → factors 0.33, 0.67, 1.0, 0.85, 0.5, 0.15.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        done = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * done))
+
+    return factor
+
+
+def _unwrap(module: nn.Module) -> PackedLoss:
+    inner = getattr(module, "module", module)
+    inner = getattr(inner, "_orig_mod", inner)
+    assert isinstance(inner, PackedLoss)
+    return inner
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _fingerprint(
+    cfg: TrainConfig, base: Path, train: Sequence[dict[str, Any]], held: Sequence[dict[str, Any]]
+) -> str:
+    """Hash of what decides the training trajectory (not max_steps, saving or retention)."""
+    settings = asdict(cfg)
+    for name in ("max_steps", "save_final", "keep_checkpoints"):
+        settings.pop(name)
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(str(Path(base).resolve()).encode())
+    for records in (train, held):
+        digest.update(json.dumps(list(records), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_out_dir(out_dir: Path, fingerprint: str, resume: bool) -> PhaseResult | None:
+    """Return a finished run's result, refuse a foreign run, or clear out_dir if not resuming."""
+    result_file = out_dir / _RESULT_FILE
+    checkpoints = _checkpoints(out_dir / "checkpoints")
+    if not resume:
+        for name in ("checkpoints", "final", "adapter"):
+            shutil.rmtree(out_dir / name, ignore_errors=True)
+        result_file.unlink(missing_ok=True)
+        return None
+    found = [json.loads(result_file.read_text())] if result_file.is_file() else []
+    found += [json.loads((c / _STATE_FILE).read_text()) for c in checkpoints[-1:]]
+    for stored in found:
+        if stored["fingerprint"] != fingerprint:
+            raise UsageError(
+                f"{out_dir} holds a run with another config, base model or data; "
+                "pass resume=False or use a new out_dir"
+            )
+    if result_file.is_file():
+        return PhaseResult.from_json(found[0]["result"])
+    return None
+
+
+def _checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("step-*") if (p / _STATE_FILE).is_file())
+
+
+def _save_checkpoint(
+    accelerator: Accelerator,
+    module: nn.Module,
+    held: Sequence[Tokenized],
+    cfg: TrainConfig,
+    state: _State,
+    directory: Path,
+    fingerprint: str,
+    autocast: bool,
+) -> Path:
+    """Score the held-out set, save the full training state, prune old checkpoints."""
+    eval_loss = evaluate_loss(accelerator, module, held, cfg.micro_batch_tokens, autocast)
+    path = directory / f"step-{state.step:06d}"
+    state.eval_losses.append(
+        {"step": state.step, "epoch": state.history[-1]["epoch"], "loss": eval_loss}
+    )
+    staging = directory / f".staging-{state.step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging / "state"), safe_serialization=False)
+    if cfg.lora:
+        _save_adapter(accelerator, module, staging / "adapter")
+    if accelerator.is_main_process:
+        payload = {"fingerprint": fingerprint, "state": asdict(state)}
+        (staging / _STATE_FILE).write_text(json.dumps(payload, indent=2))
+        shutil.rmtree(path, ignore_errors=True)
+        staging.rename(path)
+        _prune(directory, state.eval_losses, cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def _prune(directory: Path, eval_losses: list[dict[str, Any]], keep: int) -> None:
+    """Keep the newest checkpoint and the best by held-out loss, up to ``keep`` in all."""
+    existing = _checkpoints(directory)
+    keep_set = {existing[-1]}
+    best = _best(directory, eval_losses)
+    if best is not None and len(keep_set) < keep:
+        keep_set.add(best)
+    for path in reversed(existing):
+        if len(keep_set) >= keep:
+            break
+        keep_set.add(path)
+    for path in existing:
+        if path not in keep_set:
+            shutil.rmtree(path)
+
+
+def _best(directory: Path, eval_losses: list[dict[str, Any]]) -> Path | None:
+    """The existing checkpoint with the lowest held-out loss (the newest if none was scored)."""
+    existing = {p.name: p for p in _checkpoints(directory)}
+    scored = [e for e in eval_losses if f"step-{e['step']:06d}" in existing]
+    if not scored:
+        return None
+    if all(e["loss"] is None for e in scored):
+        choice = scored[-1]
+    else:
+        choice = min((e for e in scored if e["loss"] is not None), key=lambda e: e["loss"])
+    return existing[f"step-{choice['step']:06d}"]
+
+
+def _full_state_dict(accelerator: Accelerator, module: nn.Module) -> dict[str, torch.Tensor]:
+    """The wrapped model's full state dict (gathered under FSDP), keys without our prefix."""
+    state = accelerator.get_state_dict(module)
+    return {k.removeprefix("model."): v for k, v in state.items()}
+
+
+def _save_adapter(accelerator: Accelerator, module: nn.Module, target: Path) -> None:
+    state = _full_state_dict(accelerator, module)
+    if accelerator.is_main_process:
+        peft_model = _unwrap(accelerator.unwrap_model(module)).model
+        assert isinstance(peft_model, PeftModel)
+        peft_model.save_pretrained(str(target), state_dict=state)
+
+
+def _save_final(
+    accelerator: Accelerator,
+    module: nn.Module,
+    cfg: TrainConfig,
+    base_model_dir: Path,
+    tokenizer: Any,
+    out_dir: Path,
+) -> tuple[Path, Path | None]:
+    """Write ``adapter/`` (LoRA) and ``final/``: merged weights in the base model's dtype."""
+    final_dir, adapter_dir = out_dir / "final", out_dir / "adapter" if cfg.lora else None
+    staging = out_dir / ".staging-final"
+    dtype = _stored_dtype(base_model_dir)
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    if adapter_dir is not None:
+        _save_adapter(accelerator, module, staging / "adapter")
+    else:
+        state = _full_state_dict(accelerator, module)
+    if accelerator.is_main_process:
+        if adapter_dir is not None:
+            base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
+            with _quiet_peft():
+                merged: Any = PeftModel.from_pretrained(base, staging / "adapter")
+            merged = merged.merge_and_unload()
+            merged.to(dtype=dtype)
+            merged.save_pretrained(staging / "final")
+        else:
+            model = _unwrap(accelerator.unwrap_model(module)).model
+            assert isinstance(model, PreTrainedModel)
+            cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            trained_dtype, model.config.dtype = model.config.dtype, dtype
+            model.save_pretrained(staging / "final", state_dict=cast)
+            model.config.dtype = trained_dtype
+        tokenizer.save_pretrained(staging / "final")
+        for name in ("final", "adapter"):
+            if (staging / name).exists():
+                shutil.rmtree(out_dir / name, ignore_errors=True)
+                (staging / name).rename(out_dir / name)
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    return final_dir, adapter_dir
+
+
+def _stored_dtype(model_dir: Path) -> torch.dtype:
+    """The dtype the base model's weights are stored in (float32 when unstated)."""
+    dtype = getattr(AutoConfig.from_pretrained(model_dir), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
