@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -35,26 +35,32 @@ log = logging.getLogger("labbot.app")
 DEDUPE_SECONDS = 600.0
 
 
-def teacher_factory(settings: Settings) -> Callable[[], Teacher]:
-    """Build the teacher once, on first use (loading the embedded model takes seconds)."""
-    made: list[Teacher] = []
-    lock = threading.Lock()
+class TeacherHolder:
+    """Builds the teacher once, on first use (loading the embedded model takes seconds), and
+    closes it when the App stops."""
 
-    def get() -> Teacher:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.teacher: Teacher | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> Teacher:
         from pipeline.teacher import make_teacher
 
-        with lock:
-            if not made:
-                made.append(
-                    make_teacher(
-                        settings.teacher,
-                        cache_dir=settings.cache_dir,
-                        concurrency=settings.teacher_concurrency,
-                    )
+        with self.lock:
+            if self.teacher is None:
+                self.teacher = make_teacher(
+                    self.settings.teacher,
+                    cache_dir=self.settings.cache_dir,
+                    concurrency=self.settings.teacher_concurrency,
                 )
-            return made[0]
+            return self.teacher
 
-    return get
+    def close(self) -> None:
+        with self.lock:
+            if self.teacher is not None:
+                self.teacher.close()
+                self.teacher = None
 
 
 def create_app(
@@ -76,11 +82,12 @@ def create_app(
         metrics=metrics,
         write_interval=settings.write_interval_seconds,
     )
+    holder = TeacherHolder(settings)
     ctx = handlers.Context(
         client=client,
         queue=queue,
         metrics=metrics,
-        teacher=teacher_factory(settings) if settings.teacher else None,
+        teacher=holder if settings.teacher else None,
         cache_dir=settings.cache_dir,
         preview_seconds=settings.preview_seconds,
     )
@@ -101,6 +108,7 @@ def create_app(
         yield
         stop_recovery.set()
         workers.stop()
+        holder.close()
 
     app = FastAPI(title="labbot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue

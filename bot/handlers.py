@@ -334,16 +334,17 @@ def command(job: Job, ctx: Context) -> str:
         )
         return validate_pull(job, ctx, head_sha=str(head))
     if word == "preview":
+        head = str(ctx.client.pull(inst, repo, number)["head"]["sha"])
+        ctx.queue.enqueue(JobSpec("preview", repo, number, head, inst, {"reason": "command"}))
         _upsert_sticky(
             ctx,
             inst,
             repo,
             number,
             "command",
-            f"@{user}: preview unavailable: sample generation is not enabled on this App yet; "
-            "retry with `/labbot preview` once it is.",
+            f"@{user} asked for `/labbot preview`: generating samples for {head[:7]}.",
         )
-        return "preview-unavailable"
+        return "preview-queued"
     _upsert_sticky(ctx, inst, repo, number, "command", render.HELP)
     return "help"
 
