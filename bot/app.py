@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bot import handlers
+from bot.builds import BuildLedger
 from bot.errors import WebhookError
 from bot.github import GitHubClient
 from bot.metrics import Metrics
@@ -90,6 +91,7 @@ def create_app(
         teacher=holder if settings.teacher else None,
         cache_dir=settings.cache_dir,
         preview_seconds=settings.preview_seconds,
+        builds=BuildLedger(settings.data_dir / "builds.sqlite3"),
     )
     workers = Workers(ctx, settings.workers)
     stop_recovery = threading.Event()
@@ -109,6 +111,8 @@ def create_app(
         stop_recovery.set()
         workers.stop()
         holder.close()
+        if ctx.builds is not None:
+            ctx.builds.close()
 
     app = FastAPI(title="labbot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue

@@ -282,6 +282,55 @@ class GitHubClient:
         _, data = self.request(inst, "GET", "/installation/repositories", params={"per_page": 100})
         return list(data.get("repositories", []))
 
+    def dispatch_workflow(
+        self, inst: int | None, repo: str, workflow: str, ref: str, inputs: dict[str, str]
+    ) -> None:
+        self.request(
+            inst,
+            "POST",
+            f"/repos/{repo}/actions/workflows/{workflow}/dispatches",
+            body={"ref": ref, "inputs": inputs},
+        )
+
+    def repository_dispatch(
+        self, inst: int | None, repo: str, event_type: str, payload: dict[str, Any]
+    ) -> None:
+        self.request(
+            inst,
+            "POST",
+            f"/repos/{repo}/dispatches",
+            body={"event_type": event_type, "client_payload": payload},
+        )
+
+    def run_artifacts(self, inst: int | None, repo: str, run_id: int) -> list[dict[str, Any]]:
+        _, data = self.request(inst, "GET", f"/repos/{repo}/actions/runs/{run_id}/artifacts")
+        return list(data.get("artifacts", []))
+
+    def download_artifact(
+        self, inst: int | None, repo: str, artifact_id: int, max_bytes: int = 64 << 20
+    ) -> bytes:
+        """An artifact's zip archive. GitHub answers with a redirect to a short-lived storage
+        URL, which is fetched without the App's token."""
+        import httpx
+
+        gh = self._github(inst)
+        status, headers, _ = gh.requester.requestJson(
+            "GET", f"/repos/{repo}/actions/artifacts/{artifact_id}/zip"
+        )
+        self._metrics.github_call(_route(f"/repos/{repo}/actions/artifacts/1/zip"), status)
+        location = {k.lower(): v for k, v in headers.items()}.get("location")
+        if status != 302 or not location:
+            raise GitHubError(status, "artifact download did not redirect", retryable=status >= 500)
+        with httpx.stream("GET", location, timeout=60, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise GitHubError(response.status_code, "artifact storage refused the download")
+            data = b""
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise GitHubError(413, f"artifact larger than {max_bytes} bytes", False)
+        return data
+
     def deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
         _, data = self.request(None, "GET", "/app/hook/deliveries", params={"per_page": limit})
         return list(data or [])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import render
+from bot.builds import BuildLedger, BuildRecord
 from bot.errors import GitHubError
 from bot.github import GitHubClient
 from bot.metrics import Metrics
@@ -47,6 +48,7 @@ class Context:
     queue: JobQueue
     metrics: Metrics
     teacher: Callable[[], Teacher] | None = None  # None: previews are off
+    builds: BuildLedger | None = None
     cache_dir: Path | None = None
     preview_seconds: float = 300.0
 
@@ -66,6 +68,12 @@ def run(job: Job, ctx: Context) -> str:
         return recover(job, ctx)
     if kind == "preview":
         return preview(job, ctx)
+    if kind == "build-request":
+        return build_request(job, ctx)
+    if kind.startswith("build-status"):
+        return build_status(job, ctx)
+    if kind.startswith("build-job"):
+        return build_job(job, ctx)
     log.warning("unknown job kind %s", kind)
     return "ignored"
 
@@ -383,3 +391,282 @@ def recover(job: Job, ctx: Context) -> str:
                     rechecked += 1
     log.info("recovery: %d redelivered, %d pull requests queued", redelivered, rechecked)
     return f"redelivered={redelivered} rechecked={rechecked}"
+
+
+# -- model builds after a merge -----------------------------------------------------------------
+
+BUILD_CHECK = "labbot/build"
+EVAL_ARTIFACT = "labbot-eval"
+
+
+def _build_settings(config: RepoConfig) -> dict[str, Any]:
+    raw = config.raw.get("build")
+    return raw if isinstance(raw, dict) else {}
+
+
+def _ledger(ctx: Context) -> BuildLedger:
+    if ctx.builds is None:
+        raise RuntimeError("the App runs without a build ledger")
+    return ctx.builds
+
+
+def build_request(job: Job, ctx: Context) -> str:
+    """A merge (or push) to the default branch: dispatch a build, or fold it into a waiting one."""
+    spec = job.spec
+    inst, repo, sha = spec.installation_id, spec.repo, spec.head_sha
+    client = ctx.client
+    try:
+        config = load_config(ctx, inst, repo)
+    except ConfigError as exc:
+        log.warning("build for %s skipped: invalid config: %s", repo, exc)
+        return "config-error"
+    settings = _build_settings(config)
+    if settings.get("enabled") is False:
+        return "builds-disabled"
+    prs: dict[int, list[str]] = {}
+    if spec.pr is not None:
+        files = client.pull_files(inst, repo, spec.pr)
+        touched = [
+            str(f["filename"]) for f in files if _in_taxonomy(str(f.get("filename", "")), config)
+        ]
+        if not touched:
+            return "no-taxonomy-change"
+        prs[spec.pr] = touched
+    ledger = _ledger(ctx)
+    build, is_new, folded = ledger.request(repo, sha, inst, prs)
+    for old in folded:
+        if old.check_run_id:
+            client.complete_check_run(
+                inst,
+                repo,
+                old.check_run_id,
+                conclusion="neutral",
+                title=f"Folded into build #{build.id}",
+                summary=f"A newer merge arrived before this build started; build #{build.id} "
+                f"of `{sha[:7]}` includes these changes.",
+                annotations=[],
+            )
+    if is_new:
+        _, data = client.request(
+            inst,
+            "POST",
+            f"/repos/{repo}/check-runs",
+            body={
+                "name": BUILD_CHECK,
+                "head_sha": sha,
+                "status": "queued",
+                "output": {
+                    "title": f"Build #{build.id} queued",
+                    "summary": f"labbot dispatched the model build of `{sha[:7]}`.",
+                },
+            },
+        )
+        ledger.update(build.id, check_run_id=int(data["id"]))
+        try:
+            _dispatch(ctx, inst, repo, sha, settings)
+        except GitHubError as exc:
+            if exc.retryable:
+                raise
+            reason = f"could not start the build workflow: {exc}"
+            ledger.update(build.id, state="completed", conclusion="failure")
+            client.complete_check_run(
+                inst,
+                repo,
+                int(data["id"]),
+                conclusion="failure",
+                title="Build could not start",
+                summary=reason,
+                annotations=[],
+            )
+            for number in build.prs:
+                _upsert_sticky(
+                    ctx,
+                    inst,
+                    repo,
+                    number,
+                    "build",
+                    render.build_failed(build.id, sha, reason, None),
+                )
+            return "dispatch-failed"
+    for number in build.prs:
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "build",
+            render.build_queued(build.id, build.sha, build.run_url),
+        )
+    return f"build {build.id} {'dispatched' if is_new else 'joined'}"
+
+
+def _dispatch(
+    ctx: Context, inst: int | None, repo: str, sha: str, settings: dict[str, Any]
+) -> None:
+    if settings.get("dispatch", "workflow_dispatch") == "repository_dispatch":
+        ctx.client.repository_dispatch(
+            inst, repo, str(settings.get("event_type", "labbot-build")), {"sha": sha}
+        )
+        return
+    branch = ctx.client.default_branch(inst, repo)
+    workflow = str(settings.get("workflow", "build-model.yml")).rsplit("/", 1)[-1]
+    ctx.client.dispatch_workflow(inst, repo, workflow, branch, {"sha": sha})
+
+
+def _run_sha(run: dict[str, Any]) -> str:
+    words = str(run.get("display_title") or "").split()
+    last = words[-1] if words else ""
+    if len(last) == 40 and all(c in "0123456789abcdef" for c in last):
+        return last
+    return str(run.get("head_sha") or "")
+
+
+def _is_build_workflow(run: dict[str, Any]) -> bool:
+    path = str(run.get("path") or "")
+    return "build-model" in path or str(run.get("display_title") or "").startswith("labbot build")
+
+
+def build_status(job: Job, ctx: Context) -> str:
+    """Mirror the build workflow's run on the ``labbot/build`` check run and the PR comments."""
+    spec = job.spec
+    inst, repo = spec.installation_id, spec.repo
+    run: dict[str, Any] = spec.payload.get("run") or {}
+    if not _is_build_workflow(run):
+        return "not-a-build"
+    ledger = _ledger(ctx)
+    run_id = int(run.get("id") or 0)
+    build = ledger.by_run(repo, run_id) or ledger.by_sha(repo, _run_sha(run))
+    if build is None or build.state == "superseded":
+        return "unknown-build"
+    url = str(run.get("html_url") or "") or None
+    client = ctx.client
+    if run.get("status") != "completed":
+        if build.state == "completed":
+            return "stale-event"
+        ledger.update(build.id, state="running", run_id=run_id, run_url=url)
+        if build.check_run_id:
+            client.request(
+                inst,
+                "PATCH",
+                f"/repos/{repo}/check-runs/{build.check_run_id}",
+                body={
+                    "status": "in_progress",
+                    "details_url": url,
+                    "output": {
+                        "title": f"Build #{build.id} running",
+                        "summary": f"[Workflow run]({url})",
+                    },
+                },
+            )
+        for number in build.prs:
+            _upsert_sticky(
+                ctx, inst, repo, number, "build", render.build_running(build.id, build.sha, url)
+            )
+        return "running"
+    conclusion = str(run.get("conclusion") or "failure")
+    ledger.update(build.id, state="completed", run_id=run_id, run_url=url, conclusion=conclusion)
+    if conclusion != "success":
+        fresh = ledger.get(build.id)
+        log_url = (fresh.failed_job_url if fresh else None) or url
+        reason = f"the workflow run ended with '{conclusion}'"
+        _finish_build_check(
+            ctx,
+            inst,
+            repo,
+            build,
+            "failure",
+            f"Build #{build.id} failed",
+            f"{reason}. [Log]({log_url})",
+        )
+        for number in build.prs:
+            _upsert_sticky(
+                ctx,
+                inst,
+                repo,
+                number,
+                "build",
+                render.build_failed(build.id, build.sha, reason, log_url),
+            )
+        return "failed"
+    table, answers, summary = _build_results(ctx, inst, repo, run_id)
+    improved = sum(1 for r in table if r.get("improved"))
+    _finish_build_check(
+        ctx,
+        inst,
+        repo,
+        build,
+        "success",
+        f"Build #{build.id}: model built",
+        f"{improved} of {len(table)} leaves improved. [Workflow run]({url})\n\n{summary}",
+    )
+    for number, leaves in build.prs.items():
+        _upsert_sticky(
+            ctx,
+            inst,
+            repo,
+            number,
+            "build",
+            render.build_result(build.id, build.sha, url, leaves, table, answers),
+        )
+    return "completed"
+
+
+def _finish_build_check(
+    ctx: Context,
+    inst: int | None,
+    repo: str,
+    build: BuildRecord,
+    conclusion: str,
+    title: str,
+    summary: str,
+) -> None:
+    if build.check_run_id:
+        ctx.client.complete_check_run(
+            inst,
+            repo,
+            build.check_run_id,
+            conclusion=conclusion,
+            title=title[:50],
+            summary=summary[:60000],
+            annotations=[],
+        )
+
+
+def _build_results(
+    ctx: Context, inst: int | None, repo: str, run_id: int
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """The evaluation the build uploaded as the ``labbot-eval`` artifact."""
+    import io
+    import json
+    import zipfile
+
+    artifacts = [
+        a
+        for a in ctx.client.run_artifacts(inst, repo, run_id)
+        if a.get("name") == EVAL_ARTIFACT and not a.get("expired")
+    ]
+    if not artifacts:
+        return [], {}, "The build uploaded no evaluation artifact."
+    data = ctx.client.download_artifact(inst, repo, int(artifacts[0]["id"]))
+    table: list[dict[str, Any]] = []
+    answers: dict[str, Any] = {}
+    report = ""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for name in archive.namelist():
+            if name.endswith("eval/leaves.json") or name == "leaves.json":
+                table = json.loads(archive.read(name))
+            elif name.endswith("eval/answers.json") or name == "answers.json":
+                answers = json.loads(archive.read(name))
+            elif name.endswith("report.md"):
+                report = archive.read(name).decode("utf-8", "replace")
+    return table, answers, report[:20000]
+
+
+def build_job(job: Job, ctx: Context) -> str:
+    """Remember the failing job of a build, so the failure links to its log."""
+    info: dict[str, Any] = job.spec.payload.get("job") or {}
+    build = _ledger(ctx).by_run(job.spec.repo, int(info.get("run_id") or 0))
+    if build is None:
+        return "unknown-build"
+    _ledger(ctx).update(build.id, failed_job_url=str(info.get("html_url") or ""))
+    return "recorded"

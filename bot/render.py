@@ -180,6 +180,85 @@ def preview_unavailable(reason: str) -> str:
     )
 
 
+def build_queued(build_id: int, sha: str, url: str | None) -> str:
+    link = f" ([details]({url}))" if url else ""
+    return (
+        f"### 🏗️ Model build #{build_id}\n\nThis pull request is included in build #{build_id} "
+        f"of `{sha[:7]}`: queued{link}. Results will appear here."
+    )
+
+
+def build_running(build_id: int, sha: str, url: str | None) -> str:
+    link = f": [workflow run]({url})" if url else ""
+    return f"### 🏗️ Model build #{build_id}\n\nBuild #{build_id} of `{sha[:7]}` is running{link}."
+
+
+def build_failed(build_id: int, sha: str, reason: str, url: str | None) -> str:
+    link = f" See the [log]({url})." if url else ""
+    return (
+        f"### ❌ Model build #{build_id} failed\n\nBuild #{build_id} of `{sha[:7]}` did not "
+        f"finish: {_cell(reason)}.{link} Maintainers can re-run the workflow once it is fixed."
+    )
+
+
+def _num(value: Any) -> str:
+    return "–" if not isinstance(value, int | float) else f"{value:.3f}"
+
+
+def build_result(
+    build_id: int,
+    sha: str,
+    url: str | None,
+    leaves: Sequence[str],
+    table: Sequence[dict[str, Any]],
+    answers: dict[str, Sequence[dict[str, Any]]],
+) -> str:
+    """What a merged pull request's own leaves got from the new model."""
+
+    def mine(leaf: str) -> bool:
+        return any(leaf == p or p.endswith("/" + leaf) or leaf.endswith(p) for p in leaves)
+
+    rows = [r for r in table if mine(str(r.get("leaf", "")))]
+    link = f" ([workflow run]({url}))" if url else ""
+    out = [
+        f"### ✅ Model build #{build_id} finished",
+        "",
+        f"The model built from `{sha[:7]}`{link} includes this pull request.",
+    ]
+    if not rows:
+        out += ["", "No held-out questions of this pull request's leaves were evaluated."]
+        return "\n".join(out)
+    out += [
+        "",
+        "| leaf | ROUGE-L before | after | reference loss before | after | better? |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| `{_cell(str(r['leaf']))}` | {_num(r.get('base_rouge_l'))} | "
+            f"{_num(r.get('phase2_rouge_l'))} | {_num(r.get('base_ref_loss'))} | "
+            f"{_num(r.get('phase2_ref_loss'))} | {'yes' if r.get('improved') else 'no'} |"
+        )
+    final = [a for a in answers.get("phase2", []) if mine(str(a.get("leaf", "")))]
+    base = {a.get("question"): a for a in answers.get("base", [])}
+    if final:
+        out += [
+            "",
+            "<details><summary>The new model's answers to your questions</summary>",
+            "",
+            "| question | expected | before | after |",
+            "|---|---|---|---|",
+        ]
+        for a in final[:20]:
+            before = base.get(a.get("question"), {}).get("answer", "")
+            out.append(
+                f"| {_cell(str(a.get('question')))} | {_cell(str(a.get('reference')))} | "
+                f"{_cell(str(before))} | {_cell(str(a.get('answer')))} |"
+            )
+        out += ["", "</details>"]
+    return "\n".join(out)
+
+
 HELP = """### labbot commands
 
 | command | what it does | who |

@@ -91,6 +91,16 @@ def parse_command(body: str) -> str | None:
     return word if word in COMMANDS else "help"
 
 
+def _touches_taxonomy(commits: list[dict[str, Any]]) -> bool:
+    """Whether a push changed a qna.yaml or attribution.txt (from the push payload's lists)."""
+    for commit in commits:
+        for key in ("added", "modified", "removed"):
+            for path in commit.get(key) or []:
+                if str(path).endswith(("qna.yaml", "qna.yml", "attribution.txt")):
+                    return True
+    return False
+
+
 def _validate_job(repo: str, pr: int, sha: str, inst: int | None, reason: str) -> JobSpec:
     return JobSpec(
         kind="validate",
@@ -107,6 +117,75 @@ def jobs_for(delivery: Delivery) -> list[JobSpec]:
     p, repo, inst = delivery.payload, delivery.repo, delivery.installation_id
     if not repo:
         return []
+    repository = p.get("repository") or {}
+    default_branch = str(repository.get("default_branch") or repository.get("master_branch") or "")
+    if delivery.event == "pull_request" and delivery.action == "closed":
+        pr = p.get("pull_request") or {}
+        base = (pr.get("base") or {}).get("ref")
+        if pr.get("merged") and pr.get("merge_commit_sha") and base == default_branch:
+            return [
+                JobSpec(
+                    "build-request",
+                    repo,
+                    int(pr["number"]),
+                    str(pr["merge_commit_sha"]),
+                    inst,
+                    {"source": "merge"},
+                )
+            ]
+        return []
+    if delivery.event == "push":
+        after = str(p.get("after") or "")
+        if (
+            p.get("ref") != f"refs/heads/{default_branch}"
+            or p.get("deleted")
+            or not after.strip("0")
+            or not _touches_taxonomy(p.get("commits") or [])
+        ):
+            return []
+        return [JobSpec("build-request", repo, None, after, inst, {"source": "push"})]
+    if delivery.event == "workflow_run" and delivery.action in (
+        "requested",
+        "in_progress",
+        "completed",
+    ):
+        run = p.get("workflow_run") or {}
+        keep = (
+            "id",
+            "name",
+            "path",
+            "display_title",
+            "head_sha",
+            "status",
+            "conclusion",
+            "html_url",
+            "run_attempt",
+        )
+        return [
+            JobSpec(
+                f"build-status:{run.get('id')}",
+                repo,
+                None,
+                f"{delivery.action}-{run.get('run_attempt', 1)}",
+                inst,
+                {"run": {k: run.get(k) for k in keep}},
+            )
+        ]
+    if delivery.event == "workflow_job" and delivery.action == "completed":
+        job = p.get("workflow_job") or {}
+        if job.get("conclusion") not in ("failure", "timed_out", "cancelled"):
+            return []
+        job_keys = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name")
+        return [
+            JobSpec(
+                f"build-job:{job.get('run_id')}",
+                repo,
+                None,
+                str(job.get("id")),
+                inst,
+                {"job": {k: job.get(k) for k in job_keys}},
+            )
+        ]
     if delivery.event == "pull_request" and delivery.action in PR_ACTIONS:
         pr = p.get("pull_request") or {}
         if pr.get("state") == "closed":

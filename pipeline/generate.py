@@ -378,8 +378,12 @@ class _LeafRun:
         if self.leaf.kind == KNOWLEDGE:
             self.start_knowledge(documents)
             return
-        per_seed = max(1, -(-self.cfg.samples // seeds))
-        for i in range(seeds):
+        # As many seeds as the budget needs (each call asks for up to questions_per_call
+        # questions), spread over the leaf's examples.
+        used = min(seeds, max(1, -(-self.cfg.samples // self.cfg.questions_per_call)))
+        picked = sorted({round(k * (seeds - 1) / max(1, used - 1)) for k in range(used)})
+        per_seed = max(1, -(-self.cfg.samples // len(picked)))
+        for i in picked:
             if self.leaf.kind == GROUNDED:
                 self.tasks.submit(partial(self.grounded_seed, i, per_seed))
             else:

@@ -35,6 +35,7 @@ from .server import (
 )
 from .state import (
     App,
+    Artifact,
     CheckRun,
     Delivery,
     FileChange,
@@ -59,6 +60,7 @@ from .webhooks import (
 
 __all__ = [
     "App",
+    "Artifact",
     "Call",
     "CheckRun",
     "Contract",

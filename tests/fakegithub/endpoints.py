@@ -114,6 +114,8 @@ class Endpoints:
             "repos/create-dispatch-event": self._repository_dispatch,
             "actions/list-workflow-runs-for-repo": self._list_runs,
             "actions/get-workflow-run": self._get_run,
+            "actions/list-workflow-run-artifacts": self._list_artifacts,
+            "actions/download-artifact": self._download_artifact,
         }
 
     # apps ------------------------------------------------------------------------------------
@@ -809,6 +811,26 @@ class Endpoints:
             "workflow_runs": [self.render.workflow_run(repo, r) for r in page],
         }
         return Result(200, body, link)
+
+    def _list_artifacts(self, ctx: Ctx) -> Result:
+        repo = ctx.repository
+        run = repo.find_run(ctx.int_param("run_id"))
+        if run is None:
+            raise HTTPError(404, "Not Found")
+        items = [self.render.artifact(repo, run, a) for a in run.artifacts]
+        return Result(200, {"total_count": len(items), "artifacts": items})
+
+    def _download_artifact(self, ctx: Ctx) -> Result:
+        found = ctx.repository.find_artifact(ctx.int_param("artifact_id"))
+        if found is None or ctx.params.get("archive_format") != "zip":
+            raise HTTPError(404, "Not Found")
+        _, artifact = found
+        if artifact.expired:
+            raise HTTPError(410, "Artifact has expired")
+        location = f"/_downloads/artifacts/{artifact.id}.zip"
+        with self.fake.lock:
+            self.fake.downloads[location] = artifact.data
+        return Result(302, None, {"Location": f"{self.fake.url}{location}"})
 
     def _get_run(self, ctx: Ctx) -> Result:
         run = ctx.repository.find_run(ctx.int_param("run_id"))

@@ -666,6 +666,30 @@ class Renderer:
             "badge_url": f"{WEB}/{repo.full_name}/workflows/{workflow.name}/badge.svg",
         }
 
+    def artifact(self, repo: Repo, run: WorkflowRun, artifact: Any) -> dict[str, Any]:
+        api = f"{self.api}/repos/{repo.full_name}/actions/artifacts/{artifact.id}"
+        body = self.contract.example("artifact")
+        body.update(
+            id=artifact.id,
+            node_id=f"MDg6QXJ0aWZhY3R7{artifact.id}",
+            name=artifact.name,
+            size_in_bytes=len(artifact.data),
+            url=api,
+            archive_download_url=f"{api}/zip",
+            expired=artifact.expired,
+            created_at=iso(artifact.created_at),
+            updated_at=iso(artifact.created_at),
+            expires_at=iso(artifact.created_at + 90 * 86400),
+            workflow_run={
+                "id": run.id,
+                "repository_id": repo.id,
+                "head_repository_id": repo.id,
+                "head_branch": run.head_branch,
+                "head_sha": run.head_sha,
+            },
+        )
+        return body
+
     def workflow_run(self, repo: Repo, run: WorkflowRun) -> dict[str, Any]:
         api = f"{self.api}/repos/{repo.full_name}"
         body = self.contract.example("workflow-run")

@@ -228,6 +228,8 @@ class FakeGitHub:
         self.calls: list[Call] = []
         self.violations: list[Violation] = []
         self.faults: list[Fault] = []
+        #: Blob-storage stand-in: artifact archives a download redirect points at.
+        self.downloads: dict[str, bytes] = {}
         self._rate: dict[tuple[str, int], RateBucket] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -932,6 +934,12 @@ class FakeGitHub:
         """Process one HTTP request; returns (status, headers, body). Thread-safe."""
         parts = urlsplit(target)
         path = parts.path or "/"
+        if path.startswith("/_downloads/"):  # the storage host redirects point at: no API
+            with self.lock:
+                blob = self.downloads.get(path)
+            if blob is None:
+                return 404, {"Content-Type": "text/plain"}, b"not found"
+            return 200, {"Content-Type": "application/zip"}, blob
         query = parse_qs(parts.query, keep_blank_values=True)
         hdrs = {k.lower(): v for k, v in headers.items()}
         call = Call(

@@ -397,6 +397,17 @@ class Workflow:
 
 
 @dataclass
+class Artifact:
+    """A workflow run's uploaded artifact: a zip archive held in memory."""
+
+    id: int
+    name: str
+    data: bytes
+    created_at: float
+    expired: bool = False
+
+
+@dataclass
 class WorkflowRun:
     id: int
     workflow: Workflow
@@ -414,6 +425,7 @@ class WorkflowRun:
     run_started_at: float | None = None
     run_attempt: int = 1
     check_suite_id: int = 0
+    artifacts: list[Artifact] = field(default_factory=list)
 
     def set_status(self, status: str, conclusion: str | None = None) -> None:
         """Move the run along (queued -> in_progress -> completed) for tests."""
@@ -823,6 +835,35 @@ class Repo:
 
     def find_run(self, run_id: int) -> WorkflowRun | None:
         return next((r for r in self.workflow_runs if r.id == run_id), None)
+
+    def add_artifact(
+        self, run: WorkflowRun, name: str, files: Mapping[str, str | bytes]
+    ) -> Artifact:
+        """Upload an artifact to ``run``, as actions/upload-artifact would: ``files`` are
+        zipped (paths inside the archive as given)."""
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path, content in files.items():
+                archive.writestr(path, _as_bytes(content))
+        with self.lock:
+            artifact = Artifact(
+                id=self.fake.ids.next(),
+                name=name,
+                data=buffer.getvalue(),
+                created_at=self.clock.now(),
+            )
+            run.artifacts.append(artifact)
+            return artifact
+
+    def find_artifact(self, artifact_id: int) -> tuple[WorkflowRun, Artifact] | None:
+        for run in self.workflow_runs:
+            for artifact in run.artifacts:
+                if artifact.id == artifact_id:
+                    return run, artifact
+        return None
 
 
 # -- webhook deliveries (GET /app/hook/deliveries) ------------------------------------------------
