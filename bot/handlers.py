@@ -663,10 +663,27 @@ def _build_results(
 
 
 def build_job(job: Job, ctx: Context) -> str:
-    """Remember the failing job of a build, so the failure links to its log."""
+    """Remember the failing job of a build, so the failure links to its log (and update the
+    comments when the run's completion was handled first)."""
     info: dict[str, Any] = job.spec.payload.get("job") or {}
-    build = _ledger(ctx).by_run(job.spec.repo, int(info.get("run_id") or 0))
+    ledger = _ledger(ctx)
+    repo, inst = job.spec.repo, job.spec.installation_id
+    build = ledger.by_run(repo, int(info.get("run_id") or 0)) or ledger.by_sha(
+        repo, str(info.get("head_sha") or "")
+    )
     if build is None:
         return "unknown-build"
-    _ledger(ctx).update(build.id, failed_job_url=str(info.get("html_url") or ""))
+    url = str(info.get("html_url") or "") or None
+    ledger.update(build.id, failed_job_url=url, run_id=int(info.get("run_id") or 0) or build.run_id)
+    if build.state == "completed" and build.conclusion not in (None, "success"):
+        reason = f"the workflow run ended with '{build.conclusion}'"
+        for number in build.prs:
+            _upsert_sticky(
+                ctx,
+                inst,
+                repo,
+                number,
+                "build",
+                render.build_failed(build.id, build.sha, reason, url),
+            )
     return "recorded"

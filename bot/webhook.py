@@ -175,7 +175,7 @@ def jobs_for(delivery: Delivery) -> list[JobSpec]:
         job = p.get("workflow_job") or {}
         if job.get("conclusion") not in ("failure", "timed_out", "cancelled"):
             return []
-        job_keys = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name")
+        job_keys = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name", "head_sha")
         return [
             JobSpec(
                 f"build-job:{job.get('run_id')}",

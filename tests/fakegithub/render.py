@@ -668,7 +668,7 @@ class Renderer:
 
     def artifact(self, repo: Repo, run: WorkflowRun, artifact: Any) -> dict[str, Any]:
         api = f"{self.api}/repos/{repo.full_name}/actions/artifacts/{artifact.id}"
-        body = self.contract.example("artifact")
+        body: dict[str, Any] = {}
         body.update(
             id=artifact.id,
             node_id=f"MDg6QXJ0aWZhY3R7{artifact.id}",
