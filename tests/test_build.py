@@ -72,7 +72,7 @@ def tiny_student(folder: Path, cache: Path) -> Path:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("build")
-    cache = Path("/tmp/labbot-test-cache")
+    cache = Path("/tmp/labbot-cache")
     student = tiny_student(tmp / "student", cache)
     with ScriptedTeacherServer(scripted, concurrency=4) as server:
         cfg = buildconfig.resolve({**TINY, "teacher": server.url, "student": str(student)})
