@@ -219,7 +219,7 @@ def read_documents(
 
     Raises:
         DocumentError: when the repository cannot be read, a pattern matches nothing, or a
-            document is a PDF (not supported yet: text extraction needs a PDF library).
+            PDF has no text layer.
     """
     co, matches = documents_for(
         {"repo": repo, "commit": commit, "patterns": list(patterns)}, config, cache_dir
@@ -235,10 +235,35 @@ def read_documents(
             seen.add(hit)
             rel = hit.relative_to(co.path.resolve()).as_posix()
             if hit.suffix == ".pdf":
-                raise DocumentError(f"{rel}: PDF documents are not supported yet; use Markdown")
-            if hit.suffix == ".md":
+                out.append((rel, pdf_text(hit, rel)))
+            elif hit.suffix == ".md":
                 out.append((rel, hit.read_text(encoding="utf-8", errors="replace")))
     return out
+
+
+def pdf_text(path: Path, name: str, max_pages: int = 500) -> str:
+    """The text layer of a PDF (pypdf; no OCR and no model downloads), one paragraph per
+    page break. A scanned PDF without a text layer is an error that says so."""
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+    except ImportError as exc:
+        raise DocumentError(
+            f"{name}: reading PDF documents needs pypdf (pip install pypdf)"
+        ) from exc
+    try:
+        reader = PdfReader(str(path))
+        if len(reader.pages) > max_pages:
+            raise DocumentError(f"{name}: {len(reader.pages)} pages; the limit is {max_pages}")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise DocumentError(f"{name}: not a readable PDF: {exc}") from exc
+    text = "\n\n".join(p for p in pages if p)
+    if not text.strip():
+        raise DocumentError(
+            f"{name}: the PDF has no text layer (a scan?); provide a Markdown version"
+        )
+    return text
 
 
 def check_documents(results: list[FileResult], config: RepoConfig, cache_dir: Path) -> None:

@@ -120,3 +120,54 @@ def test_file_repos_are_refused_unless_configured(tmp_path: Path) -> None:
     leaf = knowledge_leaf(tmp_path, docs.as_uri(), sha, "quillby.md")
     result = validate_path(leaf, PROFILES["pr"], RepoConfig())
     assert [f.rule for f in result.findings] == ["document.repo"]
+
+
+def minimal_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with a text layer, written by hand (no PDF library needed)."""
+    ops = (
+        "BT /F1 12 Tf 72 720 Td 14 TL "
+        + " ".join(f"({line.replace('(', '[').replace(')', ']')}) Tj T*" for line in lines)
+        + " ET"
+    )
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(ops)} >>\nstream\n{ops}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    )
+    return out
+
+
+def test_pdf_documents_are_read_from_their_text_layer(tmp_path: Path) -> None:
+    from pipeline.documents import read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.pdf").write_bytes(
+        minimal_pdf(["Quillby was founded in 1702.", "It has a bridge."])
+    )
+    (docs / "blank.pdf").write_bytes(minimal_pdf([]))
+    repo = git.Repo.init(docs, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "t")
+        cw.set_value("user", "email", "t@example.com")
+    repo.index.add(["guide.pdf", "blank.pdf"])
+    sha = repo.index.commit("pdf").hexsha
+    config = file_config(tmp_path)
+    ((name, text),) = read_documents(docs.as_uri(), sha, ["guide.pdf"], config, tmp_path / "cache")
+    assert name == "guide.pdf" and "founded in 1702" in text
+    with pytest.raises(DocumentError, match="no text layer"):
+        read_documents(docs.as_uri(), sha, ["blank.pdf"], config, tmp_path / "cache")
