@@ -10,12 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
 
 from bot.app import create_app
@@ -63,19 +62,6 @@ class Server:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub().start()
-    yield fake
-    fake.stop(check=False)
-    fake.assert_no_violations()
-
-
-@pytest.fixture
-def scene(fake: FakeGitHub) -> Setup:
-    return fake.quickstart("org/taxonomy", files={"README.md": "taxonomy\n"})
 
 
 def settings_for(fake: FakeGitHub, scene: Setup, tmp_path: Path, **kw: Any) -> Settings:

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.bot.test_app_e2e import ATTR, LEAF, Server, settings_for, wait_for
-from tests.bot.test_app_e2e import fake, scene  # noqa: F401  (fixtures)
+from tests.bot.test_app_e2e import LEAF, Server, settings_for, wait_for
 from tests.fakegithub import FakeGitHub, Setup
 from tests.samples import SKILL
 
@@ -78,7 +77,7 @@ ANSWERS = {
 
 def test_merges_dispatch_fold_and_report_back(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     scene.repo.add_workflow(WORKFLOW, name="labbot build", inputs={"sha": {"required": True}})
     with Server(settings_for(fake, scene, tmp_path, teacher="")) as srv:
         fake.set_webhook_target(srv.url + "/webhook")
@@ -167,7 +166,7 @@ def test_merges_dispatch_fold_and_report_back(
 
 def test_failed_build_says_why_with_a_log_link(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     scene.repo.add_workflow(WORKFLOW, name="labbot build", inputs={"sha": {"required": True}})
     with Server(settings_for(fake, scene, tmp_path, teacher="")) as srv:
         fake.set_webhook_target(srv.url + "/webhook")
@@ -196,7 +195,7 @@ def test_failed_build_says_why_with_a_log_link(
 
 def test_merge_without_taxonomy_change_builds_nothing(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     scene.repo.add_workflow(WORKFLOW, name="labbot build", inputs={"sha": {"required": True}})
     with Server(settings_for(fake, scene, tmp_path, teacher="")) as srv:
         fake.set_webhook_target(srv.url + "/webhook")

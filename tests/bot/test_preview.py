@@ -10,8 +10,6 @@ from tests.samples import SKILL
 from tests.teacher_server import ScriptedTeacherServer
 from tests.test_generate import scripted
 
-from tests.bot.test_app_e2e import fake, scene  # noqa: F401  (fixtures)
-
 
 def bot_body(pr: object) -> str:
     bodies = [c.body for c in pr.live_comments if c.user_type == "Bot"]  # type: ignore[attr-defined]
@@ -20,7 +18,7 @@ def bot_body(pr: object) -> str:
 
 def test_trusted_author_gets_an_automatic_preview(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     with ScriptedTeacherServer(scripted, concurrency=4) as teacher:
         settings = settings_for(fake, scene, tmp_path, teacher=teacher.url)
         with Server(settings) as srv:
@@ -51,7 +49,7 @@ def test_trusted_author_gets_an_automatic_preview(
 
 def test_untrusted_author_gets_no_preview_until_asked(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     with ScriptedTeacherServer(scripted, concurrency=4) as teacher:
         settings = settings_for(fake, scene, tmp_path, teacher=teacher.url)
         with Server(settings) as srv:
@@ -79,7 +77,7 @@ def test_untrusted_author_gets_no_preview_until_asked(
 
 def test_teacher_failure_is_reported_not_silent(
     fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     settings = settings_for(fake, scene, tmp_path, teacher="http://127.0.0.1:9/v1")
     with Server(settings) as srv:
         fake.set_webhook_target(srv.url + "/webhook")
