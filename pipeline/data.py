@@ -111,8 +111,9 @@ def tokenize(
     ``k`` is the text that ``messages[:k + 1]`` adds to ``messages[:k]``, and its content is the
     last occurrence of the content string in that piece. Token offsets from the fast tokenizer
     then map characters to tokens: a token is trained when it starts inside the content (a token
-    that merges a header's newline with leading spaces of the content stays masked). A template that rewrites earlier turns, or the content
-    itself, raises :class:`ChatTemplateError` instead of producing a silently wrong mask.
+    that merges a header's newline with leading spaces of the content stays masked). A template
+    that rewrites earlier turns, or the content itself, raises :class:`ChatTemplateError`
+    instead of producing a silently wrong mask.
 
     Example (SmolLM2's ChatML template; ``|`` separates tokens, ``_`` marks ``IGNORE``)::
 

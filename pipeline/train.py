@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator  # type: ignore[import-untyped]
-from accelerate.utils import set_seed  # type: ignore[import-untyped]
+from accelerate.utils import DistributedType, set_seed  # type: ignore[import-untyped]
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -64,6 +64,8 @@ class TrainConfig:
     of ``loss_chunk_tokens`` that are recomputed in backward, so the full-vocabulary logits of a
     long row are never held in memory.
 
+    Checkpoints are written at the end of each epoch, or every ``checkpoint_every_steps`` steps,
+    and at the last step; ``checkpoint_every_steps=0`` writes none (benchmarks).
     ``max_steps`` stops early without changing the schedule (benchmarks, smoke runs).
     """
 
@@ -114,8 +116,8 @@ class TrainConfig:
             problems.append("batch_tokens, min_steps_per_epoch and keep_checkpoints must be >= 1")
         if not 0 <= self.warmup_ratio < 1:
             problems.append("warmup_ratio must be in [0, 1)")
-        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 1:
-            problems.append("checkpoint_every_steps must be >= 1")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 0:
+            problems.append("checkpoint_every_steps must be >= 0 (0: no checkpoints)")
         if problems:
             raise UsageError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -203,7 +205,9 @@ def train_phase(
     # ---- setup: accelerator, tokenizer, data
     on_gpu = torch.cuda.is_available()
     weight_dtype, autocast = _precision(cfg, on_gpu)
-    accelerator = Accelerator(cpu=not on_gpu, mixed_precision="bf16" if autocast else "no")
+    # No precision arguments: accelerate's state is a process-wide singleton that refuses a
+    # second Accelerator with other settings (phase 2, benchmarks). Autocast is ours instead.
+    accelerator = Accelerator()
     set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     train_samples, too_long, unlabelled = _tokenize_all(train, tokenizer, cfg.max_seq_len)
@@ -213,14 +217,20 @@ def train_phase(
     if too_long or unlabelled:
         log.warning("skipped %d too-long and %d unlabelled samples", too_long, unlabelled)
 
+    plans: dict[int, list[list[Batch]]] = {}
+
     def plan(epoch: int) -> list[list[Batch]]:
-        return plan_epoch(
-            train_samples,
-            batch_tokens=cfg.batch_tokens,
-            micro_batch_tokens=cfg.micro_batch_tokens,
-            min_steps=cfg.min_steps_per_epoch,
-            seed=cfg.seed + epoch,
-        )
+        """The epoch's steps (each a list of packed rows); the same on every rank and resume."""
+        if epoch not in plans:
+            plans.clear()
+            plans[epoch] = plan_epoch(
+                train_samples,
+                batch_tokens=cfg.batch_tokens,
+                micro_batch_tokens=cfg.micro_batch_tokens,
+                min_steps=cfg.min_steps_per_epoch,
+                seed=cfg.seed + epoch,
+            )
+        return plans[epoch]
 
     steps_per_epoch = len(plan(0))
     total_steps = steps_per_epoch * cfg.epochs
@@ -230,15 +240,19 @@ def train_phase(
     # ---- setup: model, optimizer, schedule
     model = _load_model(cfg, base_model_dir, weight_dtype)
     module = PackedLoss(model, cfg.loss_chunk_tokens if cfg.chunked_loss else None)
-    optimizer = _make_optimizer(cfg, module, fused=on_gpu)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    optimizer = _make_optimizer(cfg, module, fused=on_gpu and not fsdp)
     scheduler = LambdaLR(optimizer, _lr_lambda(warmup, total_steps))
     module, optimizer = accelerator.prepare(module, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if cfg.lora:  # checkpoints hold the adapter, not another copy of the frozen base
+        accelerator.register_save_state_pre_hook(_keep_trainable)
     checkpoints = out_dir / "checkpoints"
     state = _State()
-    latest = _checkpoints(checkpoints)[-1] if resume and _checkpoints(checkpoints) else None
-    if latest is not None:
-        accelerator.load_state(str(latest / "state"))
+    existing = _checkpoints(checkpoints) if resume else []
+    if existing:
+        latest = existing[-1]
+        accelerator.load_state(str(latest / "state"), strict=not cfg.lora)
         state = _State(**json.loads((latest / _STATE_FILE).read_text())["state"])
         log.info("resumed from %s (step %d)", latest, state.step)
 
@@ -272,9 +286,9 @@ def train_phase(
         state.history.append(record)
         if progress is not None:
             progress({"event": "step", **record})
-        every = cfg.checkpoint_every_steps
-        due = state.step % every == 0 if every else state.step % steps_per_epoch == 0
-        if due or state.step == last_step:
+        every = cfg.checkpoint_every_steps or steps_per_epoch
+        due = state.step % every == 0 or state.step == last_step
+        if due and cfg.checkpoint_every_steps != 0:
             path = _save_checkpoint(
                 accelerator, module, held_samples, cfg, state, checkpoints, fingerprint, autocast
             )
@@ -343,6 +357,9 @@ class PackedLoss(nn.Module):
         picked = hidden[0, :-1].index_select(0, keep)
         if keep.numel() == 0:  # keep every parameter in the graph (DDP/FSDP need that)
             return head(hidden[0, :1]).float().sum() * 0.0, 0
+        config = self.model.config
+        if keep.numel() <= self.chunk_tokens:  # one chunk: nothing to gain from recomputing it
+            return _head_loss(head, picked, targets[keep], config), keep.numel()
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, keep.numel(), self.chunk_tokens):
             stop = start + self.chunk_tokens
@@ -351,7 +368,7 @@ class PackedLoss(nn.Module):
                 head,
                 picked[start:stop],
                 targets[keep[start:stop]],
-                self.model.config,
+                config,
                 use_reentrant=False,
             )
             total = total + part
@@ -508,7 +525,9 @@ def _precision(cfg: TrainConfig, on_gpu: bool) -> tuple[torch.dtype, bool]:
 
 
 def _autocast(accelerator: Accelerator, enabled: bool) -> Any:
-    return accelerator.autocast() if enabled else contextlib.nullcontext()
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16)
 
 
 def _tokenize_all(
@@ -556,6 +575,15 @@ def varlen_attention(
     if q.is_cuda:
         from torch.nn.attention.varlen import varlen_attn
 
+        original = q.dtype
+        if original not in (torch.float16, torch.bfloat16):  # rotary may upcast under autocast
+            half = (
+                torch.get_autocast_dtype("cuda")
+                if torch.is_autocast_enabled("cuda")
+                else torch.bfloat16
+            )
+            q, k, v = q.to(half), k.to(half), v.to(half)
+
         longest = int(kwargs["max_length_q"])
         out = varlen_attn(
             q,
@@ -570,6 +598,7 @@ def varlen_attention(
             enable_gqa=q.shape[1] != k.shape[1],
         )
         assert isinstance(out, torch.Tensor)
+        out = out.to(original)
     else:
         parts = []
         bounds = [int(x) for x in cu.tolist()]
@@ -769,6 +798,14 @@ def _best(directory: Path, eval_losses: list[dict[str, Any]]) -> Path | None:
     else:
         choice = min((e for e in scored if e["loss"] is not None), key=lambda e: e["loss"])
     return existing[f"step-{choice['step']:06d}"]
+
+
+def _keep_trainable(models: list[nn.Module], weights: list[dict[str, Any]], _: str) -> None:
+    """accelerate save-state hook: drop frozen tensors from the saved model state (LoRA)."""
+    for model, state in zip(models, weights, strict=True):
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        for key in [k for k in state if k not in trainable]:
+            del state[key]
 
 
 def _full_state_dict(accelerator: Accelerator, module: nn.Module) -> dict[str, torch.Tensor]:
