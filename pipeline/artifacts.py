@@ -134,7 +134,9 @@ def report_markdown(
         "",
         "ROUGE-L: overlap of the model's greedy answer with the contributor's answer (higher is "
         "better). Reference loss: how unlikely the contributor's answer is under the model (lower "
-        "is better). Retention: share of phase 1's knowledge gain still present after phase 2.",
+        "is better). A leaf is better when its reference loss fell by at least 2% and its "
+        "ROUGE-L did not drop by more than 0.05. Retention: share of phase 1's knowledge gain "
+        "still present after phase 2.",
         "",
         "## Training loss",
         "",

@@ -71,6 +71,27 @@ def per_leaf(answers: Sequence[Answer]) -> dict[str, dict[str, float]]:
     }
 
 
+#: A leaf counts as improved when the reference answers became at least this much more likely...
+MIN_LOSS_GAIN = 0.02
+#: ...and the greedy answers did not lose more than this much ROUGE-L (one or a few held-out
+#: questions per leaf make ROUGE-L noisy; the reference loss averages over every answer token).
+MAX_ROUGE_DROP = 0.05
+
+
+def improved(
+    rouge_before: float, rouge_after: float, loss_before: float, loss_after: float
+) -> bool:
+    """The per-leaf verdict.
+
+    >>> improved(0.10, 0.09, 3.0, 2.5), improved(0.10, 0.00, 3.0, 2.5), improved(0.1, 0.4, 3.0, 3.0)
+    (True, False, False)
+    """
+    return (
+        loss_after <= loss_before * (1 - MIN_LOSS_GAIN)
+        and rouge_after >= rouge_before - MAX_ROUGE_DROP
+    )
+
+
 def compare(models: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
     """One row per leaf with every model's scores, the change from base to the last model, and
     (for knowledge) how much of phase 1's gain phase 2 kept."""
@@ -87,8 +108,11 @@ def compare(models: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, An
         if row[f"{first}_rouge_l"] is not None and row[f"{last}_rouge_l"] is not None:
             row["delta_rouge_l"] = row[f"{last}_rouge_l"] - row[f"{first}_rouge_l"]
             row["delta_ref_loss"] = row[f"{last}_ref_loss"] - row[f"{first}_ref_loss"]
-            row["improved"] = row["delta_rouge_l"] > 0 or (
-                row["delta_rouge_l"] == 0 and row["delta_ref_loss"] < 0
+            row["improved"] = improved(
+                row[f"{first}_rouge_l"],
+                row[f"{last}_rouge_l"],
+                row[f"{first}_ref_loss"],
+                row[f"{last}_ref_loss"],
             )
         if len(names) >= 3:
             base, mid = names[0], names[1]
