@@ -114,7 +114,7 @@ def compare(models: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, An
                 row[f"{first}_ref_loss"],
                 row[f"{last}_ref_loss"],
             )
-        if len(names) >= 3:
+        if len(names) >= 3 and leaf.startswith("knowledge/"):  # a knowledge leaf's phase-1 gain
             base, mid = names[0], names[1]
             gain = (
                 models[mid].get(leaf, {}).get("ref_loss"),

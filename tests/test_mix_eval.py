@@ -31,9 +31,9 @@ def test_improved_needs_a_lower_reference_loss_and_no_big_rouge_drop() -> None:
 
 def test_compare_reports_deltas_and_retention() -> None:
     scores = {
-        "base": {"k": {"rouge_l": 0.1, "ref_loss": 4.0}},
-        "phase1": {"k": {"rouge_l": 0.3, "ref_loss": 2.0}},
-        "phase2": {"k": {"rouge_l": 0.25, "ref_loss": 2.5}},
+        "base": {"knowledge/k": {"rouge_l": 0.1, "ref_loss": 4.0}},
+        "phase1": {"knowledge/k": {"rouge_l": 0.3, "ref_loss": 2.0}},
+        "phase2": {"knowledge/k": {"rouge_l": 0.25, "ref_loss": 2.5}},
     }
     (row,) = compare(scores)
     assert row["improved"] and abs(row["retention"] - 0.75) < 1e-9
