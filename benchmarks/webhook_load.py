@@ -62,15 +62,19 @@ def _client_process(
     go = threading.Event()
 
     def run(n: int) -> None:
+        # Sign every delivery before the clock starts: signing is GitHub's work, not the App's.
+        signed = [
+            webhook_headers(
+                "pull_request", body, secret, delivery_id=f"{seed}-{n}-{i}-{uuid.uuid4()}"
+            )
+            for i in range(count)
+        ]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.connect()
         ready.wait()
         go.wait()
         mine = []
-        for i in range(count):
-            headers = webhook_headers(
-                "pull_request", body, secret, delivery_id=f"{seed}-{n}-{i}-{uuid.uuid4()}"
-            )
+        for headers in signed:
             start = time.perf_counter()
             conn.request("POST", "/webhook", body=body, headers=headers)
             response = conn.getresponse()
