@@ -285,8 +285,8 @@ def main() -> int:
             sent, errors, p50, p99, worst = WRK_FIGURES["figures"]
             print(
                 f"{sent} deliveries (wrk stops at the 1,000th answer; the rest were in flight), "
-                f"50 connections: {errors} errors, {recorded} recorded (every answered delivery and "
-                f"those in flight), lost {max(0, sent - recorded)}; "
+                f"50 connections: {errors} errors, {recorded} recorded (answered and in flight), "
+                f"lost {max(0, sent - recorded)}; "
                 f"ack p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms "
                 "(target p99 <= 50 ms)"
             )
