@@ -478,26 +478,16 @@ def build_request(job: Job, ctx: Context) -> str:
                 summary=reason,
                 annotations=[],
             )
-            for number in build.prs:
-                _upsert_sticky(
-                    ctx,
-                    inst,
-                    repo,
-                    number,
-                    "build",
-                    render.build_failed(build.id, sha, reason, None),
-                )
+            _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, sha, reason, None))
             return "dispatch-failed"
-    for number in build.prs:
-        _upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "build",
-            render.build_queued(build.id, build.sha, build.run_url),
-        )
+    _tell_prs(ctx, inst, repo, build, render.build_queued(build.id, build.sha, build.run_url))
     return f"build {build.id} {'dispatched' if is_new else 'joined'}"
+
+
+def _tell_prs(ctx: Context, inst: int | None, repo: str, build: BuildRecord, text: str) -> None:
+    """Put ``text`` in the build section of every pull request the build includes."""
+    for number in build.prs:
+        _upsert_sticky(ctx, inst, repo, number, "build", text)
 
 
 def _dispatch(
@@ -578,15 +568,7 @@ def build_status(job: Job, ctx: Context) -> str:
             f"Build #{build.id} failed",
             f"{reason}. [Log]({log_url})",
         )
-        for number in build.prs:
-            _upsert_sticky(
-                ctx,
-                inst,
-                repo,
-                number,
-                "build",
-                render.build_failed(build.id, build.sha, reason, log_url),
-            )
+        _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, build.sha, reason, log_url))
         return "failed"
     table, answers, summary = _build_results(ctx, inst, repo, run_id)
     improved = sum(1 for r in table if r.get("improved"))
@@ -677,13 +659,5 @@ def build_job(job: Job, ctx: Context) -> str:
     ledger.update(build.id, failed_job_url=url, run_id=int(info.get("run_id") or 0) or build.run_id)
     if build.state == "completed" and build.conclusion not in (None, "success"):
         reason = f"the workflow run ended with '{build.conclusion}'"
-        for number in build.prs:
-            _upsert_sticky(
-                ctx,
-                inst,
-                repo,
-                number,
-                "build",
-                render.build_failed(build.id, build.sha, reason, url),
-            )
+        _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, build.sha, reason, url))
     return "recorded"
