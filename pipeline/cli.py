@@ -184,44 +184,58 @@ def _taxonomy_root(config: RepoConfig) -> Path:
 
 
 class _Status:
-    """A one-line progress display on a terminal; plain lines elsewhere."""
+    """Progress of generation: on a terminal, one line per leaf with its calls per stage,
+    redrawn in place; elsewhere, a line when a leaf starts answering or comes from the cache."""
 
     def __init__(self, total: int, stream: TextIO) -> None:
         self.total = total
         self.stream = stream
         self.tty = stream.isatty()
-        self.index = 0
+        self.stages: dict[str, dict[str, int]] = {}
+        self.cached: set[str] = set()
         self.last = 0.0
-
-    def leaf(self, index: int, name: str) -> None:
-        self.index = index
-        self.name = name
-        if not self.tty:
-            self.stream.write(f"[{index}/{self.total}] {name}\n")
-            self.stream.flush()
+        self.drawn = 0
 
     def __call__(self, event: str, data: dict[str, object]) -> None:
+        leaf = str(data.get("leaf", ""))
+        first = leaf not in self.stages and leaf not in self.cached
+        if event == "cached":
+            self.cached.add(leaf)
+        else:
+            stages = data.get("stages")
+            if isinstance(stages, dict):
+                self.stages[leaf] = {str(k): int(v) for k, v in stages.items()}
         if not self.tty:
+            if first:
+                note = " (cached)" if event == "cached" else ""
+                seen = len(self.stages) + len(self.cached)
+                self.stream.write(f"[{seen}/{self.total}] {leaf}{note}\n")
+                self.stream.flush()
             return
         now = time.monotonic()
-        if now - self.last < 0.1 and event == "call":
+        if now - self.last < 0.2 and not first:
             return
         self.last = now
-        stages = data.get("stages") or {}
-        detail = (
-            " ".join(f"{k}:{v}" for k, v in dict(stages).items())
-            if isinstance(stages, dict)
-            else ""
-        )
-        done = "#" * int(20 * (self.index - 1) / max(1, self.total))
-        line = f"\r[{done:<20}] leaf {self.index}/{self.total} {self.name[-40:]} {detail}"
-        self.stream.write(line[:160].ljust(160))
+        self._draw()
+
+    def _draw(self) -> None:
+        lines = []
+        for leaf in sorted(set(self.stages) | self.cached):
+            if leaf in self.cached:
+                detail = "cached"
+            else:
+                detail = " ".join(f"{k} {v}" for k, v in self.stages[leaf].items())
+            name = leaf.removesuffix("/qna.yaml")[-50:]
+            lines.append(f"  {name:<50} {detail}"[:150].ljust(150))
+        header = f"generating: {len(lines)}/{self.total} leaves started"
+        out = "\x1b[F" * self.drawn + header.ljust(150) + "\n" + "".join(x + "\n" for x in lines)
+        self.drawn = len(lines) + 1
+        self.stream.write(out)
         self.stream.flush()
 
     def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\r" + " " * 160 + "\r")
-            self.stream.flush()
+        if self.tty and self.drawn:
+            self._draw()
 
 
 def _select(args: argparse.Namespace, config: RepoConfig, root: Path) -> list[str] | None:
@@ -288,7 +302,6 @@ def run_generate(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"labbot: {leaf.path}: cannot read its document: {exc}\n")
                 return EXIT_INVALID
         work.append((leaf, docs))
-    status.leaf(len(leaves), f"{len(leaves)} leaves")
     try:
         done = generate_leaves(
             work, teacher, cfg, cache_dir=cache, use_cache=not args.no_cache, progress=status
@@ -317,7 +330,7 @@ def _generate_table(summary: dict[str, Any], seconds: float) -> str:
         tokens = x["prompt_tokens"] + x["completion_tokens"]
         rows.append(
             (
-                x["leaf"].removesuffix("/qna.yaml")[-48:],
+                x["leaf"].removesuffix("/qna.yaml"),
                 x["kind"],
                 str(x["generated"]),
                 str(x["kept"]),
