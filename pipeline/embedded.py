@@ -51,8 +51,14 @@ def model_dir(cache_dir: Path) -> Path:
     target = cache_dir / "models" / MODEL_ID
     if (target / _MARKER).is_file():
         return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise EmbeddedModelMissing(
+            f"the embedded model needs torch and transformers ({exc.name} is missing): "
+            "install labbot[ml], or use an OpenAI-compatible teacher URL instead"
+        ) from exc
 
     source = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
