@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,23 @@ def corpus() -> Path:
     if not (CORPUS / "verdicts.jsonl").is_file():
         pytest.skip("../shared/taxonomy-corpus is not present")
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """SmolLM2's real tokenizer (the embedded model is converted once, in tests/models.py)."""
+    from tests.models import smol_tokenizer
+
+    return smol_tokenizer()
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread: the test models are small, and two OpenMP threads that spin-wait for
+    each other slow down many times over as soon as anything else runs on a 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import pytest
 from pipeline import buildconfig
 from pipeline.build import Build, BuildError
 from pipeline.config import load_config
+from tests.models import EMBEDDED_CACHE, tiny_student
 from tests.teacher_server import ScriptedTeacherServer
 from tests.test_generate import scripted
 
@@ -43,37 +44,11 @@ TINY = {
 pytestmark = pytest.mark.timeout(900)
 
 
-def tiny_student(folder: Path, cache: Path) -> Path:
-    """A 2-layer Llama with SmolLM2's tokenizer: real chat template, seconds to train."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from pipeline.embedded import model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir(cache)))
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("build")
-    cache = Path("/tmp/labbot-cache")
-    student = tiny_student(tmp / "student", cache)
+    cache = EMBEDDED_CACHE
+    student = tiny_student(tmp / "student")
     with ScriptedTeacherServer(scripted, concurrency=4) as server:
         cfg = buildconfig.resolve({**TINY, "teacher": server.url, "student": str(student)})
         run = tmp / "run"

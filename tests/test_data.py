@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import random
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from pipeline.data import (
     IGNORE,
@@ -22,15 +21,7 @@ from pipeline.data import (
     split_steps,
     tokenize,
 )
-from pipeline.embedded import model_dir
 from pipeline.train import PackedLoss, hidden_states, row_tensors
-
-CACHE = Path("/tmp/labbot-cache")
-
-
-@pytest.fixture(scope="session")
-def tokenizer() -> Any:
-    return AutoTokenizer.from_pretrained(model_dir(CACHE))
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +41,7 @@ def tiny_llama(tokenizer: Any) -> LlamaForCausalLM:
     return model
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """One intra-op thread: these models are small, and two OpenMP threads that spin-wait for
-    each other slow down many times over as soon as anything else runs on a 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chat(*turns: tuple[str, str], unmask: bool = False) -> dict[str, Any]:

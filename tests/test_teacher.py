@@ -33,10 +33,10 @@ from pipeline.teacher import (
     make_teacher,
 )
 from tests.llama_server import LlamaServer, free_port, require_llama_cpp
+from tests.models import EMBEDDED_CACHE
 from tests.teacher_server import ScriptedTeacherServer
 
 FAST = {"backoff": 0.01}
-CACHE = Path("/tmp/labbot-cache")  # the embedded model, converted once (shared with other tests)
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -392,7 +392,7 @@ def test_make_teacher_rejects_unknown_specs(spec: str, tmp_path: Path) -> None:
 def smol_dir() -> Path:
     from pipeline import embedded
 
-    return embedded.model_dir(CACHE)
+    return embedded.model_dir(EMBEDDED_CACHE)
 
 
 @pytest.fixture(scope="session")

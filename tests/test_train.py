@@ -29,24 +29,12 @@ from pipeline.train import (
     row_tensors,
     train_phase,
 )
+from tests.models import EMBEDDED_CACHE
 
-CACHE = Path("/tmp/labbot-cache")
 WORDS = "red green blue cyan amber olive coral ivory black white pearl slate".split()
 
 
-@pytest.fixture(scope="session")
-def tokenizer() -> Any:
-    return AutoTokenizer.from_pretrained(model_dir(CACHE))
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """One intra-op thread: these models are small, and two OpenMP threads that spin-wait for
-    each other slow down many times over as soon as anything else runs on a 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(vocab: int) -> LlamaConfig:
@@ -329,7 +317,7 @@ def test_real_smollm2_lora_loss_decreases(tmp_path: Path) -> None:
         min_steps_per_epoch=2,
         warmup_ratio=0.0,
     )
-    result = train_phase(cfg, model_dir(CACHE), data, data[:3], tmp_path / "run")
+    result = train_phase(cfg, model_dir(EMBEDDED_CACHE), data, data[:3], tmp_path / "run")
     first = sum(h["loss"] for h in result.history[: result.steps_per_epoch])
     last = sum(h["loss"] for h in result.history[-result.steps_per_epoch :])
     assert last < first * 0.8

@@ -527,12 +527,11 @@ def test_build_workflow_steps_run_in_order_on_the_cpu(tmp_path: Path) -> None:
     src, sha = _source(tmp_path)
     # A tiny random student with SmolLM2's tokenizer and a scripted teacher on loopback keep this
     # minutes-long test to the workflow's mechanics (benchmarks/build_sample.py times the real one).
+    from tests.models import tiny_student
     from tests.teacher_server import ScriptedTeacherServer
-    from tests.test_build import tiny_student
     from tests.test_generate import scripted
 
-    cache = Path(os.environ.get("LABBOT_CACHE_DIR", "/tmp/labbot-cache"))
-    student = tiny_student(tmp_path / "student", cache)
+    student = tiny_student(tmp_path / "student")
     teacher = ScriptedTeacherServer(scripted, concurrency=4).start()
     config = tmp_path / "tiny-build.yaml"
     config.write_text(
