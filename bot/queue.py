@@ -75,6 +75,7 @@ from typing import Any
 
 __all__ = [
     "DEAD",
+    "DeliveryRecord",
     "DONE",
     "LEASED",
     "LOST",
@@ -183,6 +184,18 @@ class JobSpec:
     def key(self) -> tuple[str, int | None, str, str]:
         """The coalescing key ``(repo, pr, head_sha, kind)``."""
         return (self.repo, self.pr, self.head_sha, self.kind)
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One webhook delivery to record, with the jobs it implies (see
+    :meth:`JobQueue.record_delivery`)."""
+
+    delivery_id: str
+    event: str
+    action: str | None
+    jobs: tuple[JobSpec, ...]
+    coalesce_done_within: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -303,6 +316,11 @@ class JobQueue:
         self._local.conn = conn
         return conn
 
+    def open_connection(self) -> None:
+        """Open the calling thread's connection now, so that its first real query does not
+        pay for it (a server thread calls this as it starts, not on its first request)."""
+        self._conn()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on any error."""
@@ -377,24 +395,74 @@ class JobQueue:
         ``duplicates`` counter goes up) and returns False. The delivery's outcome starts as
         ``"queued"``, or ``"no_jobs"`` when ``jobs`` is empty; see :meth:`set_delivery_outcome`.
         """
-        if not delivery_id:
-            raise ValueError("delivery_id must not be empty")
-        payloads = [_dump_payload(spec) for spec in jobs]  # fail before touching the database
+        record = DeliveryRecord(delivery_id, event, action, tuple(jobs), coalesce_done_within)
+        result = self.record_deliveries([record])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> list[bool | Exception]:
+        """Record several deliveries in ONE transaction (one commit, one fsync): group commit
+        for the webhook's writer thread. Each record behaves as :meth:`record_delivery`, in
+        order. A record that cannot be recorded (a payload that is not JSON) gets its
+        exception in its place and the others are still recorded; should the database refuse
+        one record, each is retried in a transaction of its own. An error of the database
+        itself (disk full, I/O error) is raised and records nothing."""
+        prepared: list[tuple[DeliveryRecord, list[str]] | Exception] = []
+        for record in records:
+            try:
+                if not record.delivery_id:
+                    raise ValueError("delivery_id must not be empty")
+                # Fail before touching the database.
+                prepared.append((record, [_dump_payload(spec) for spec in record.jobs]))
+            except (TypeError, ValueError) as exc:
+                prepared.append(exc)
         now = self._clock()
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE deliveries SET duplicates = duplicates + 1 WHERE delivery_id = ?",
-                (delivery_id,),
+        try:
+            with self._write() as conn:
+                return [
+                    item if isinstance(item, Exception) else self._record(conn, *item, now)
+                    for item in prepared
+                ]
+        except sqlite3.IntegrityError:
+            if len(prepared) == 1:
+                raise
+        results: list[bool | Exception] = []
+        for item in prepared:
+            if isinstance(item, Exception):
+                results.append(item)
+                continue
+            try:
+                with self._write() as conn:
+                    results.append(self._record(conn, *item, now))
+            except sqlite3.IntegrityError as exc:
+                results.append(exc)
+        return results
+
+    def _record(
+        self, conn: sqlite3.Connection, record: DeliveryRecord, payloads: list[str], now: float
+    ) -> bool:
+        # One statement whether the id is new or seen before: the writer thread waits for the
+        # GIL after each one while the event loop is busy, so statements are what cost.
+        (duplicates,) = conn.execute(
+            "INSERT INTO deliveries (delivery_id, event, action, received_at, outcome,"
+            " job_count) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id)"
+            " DO UPDATE SET duplicates = duplicates + 1 RETURNING duplicates",
+            (
+                record.delivery_id,
+                record.event,
+                record.action,
+                now,
+                "queued" if record.jobs else "no_jobs",
+                len(record.jobs),
+            ),
+        ).fetchone()
+        if duplicates:
+            return False
+        for spec, payload in zip(record.jobs, payloads, strict=True):
+            self._enqueue(
+                conn, spec, payload, record.delivery_id, now, now, record.coalesce_done_within
             )
-            if cur.rowcount:
-                return False
-            conn.execute(
-                "INSERT INTO deliveries (delivery_id, event, action, received_at, outcome,"
-                " job_count) VALUES (?, ?, ?, ?, ?, ?)",
-                (delivery_id, event, action, now, "queued" if jobs else "no_jobs", len(jobs)),
-            )
-            for spec, payload in zip(jobs, payloads, strict=True):
-                self._enqueue(conn, spec, payload, delivery_id, now, now, coalesce_done_within)
         return True
 
     def enqueue(
@@ -487,6 +555,16 @@ class JobQueue:
         if not worker:
             raise ValueError("worker must not be empty")
         now = self._clock()
+        # Most polls find nothing: look without the write lock first, so idle workers never
+        # hold up the webhook's writer (a reader does not block a writer in WAL mode).
+        with self._read() as conn:
+            (due,) = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'pending' AND run_after <= ?)"
+                " OR EXISTS (SELECT 1 FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?)",
+                (now, now),
+            ).fetchone()
+        if not due:
+            return None
         with self._write() as conn:
             self._settle_expired(conn, now)
             candidates = [

@@ -69,6 +69,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             "the private key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)"
         )
+    elif key:
+        from bot.github import load_private_key
+
+        try:
+            load_private_key(key)
+        except ValueError as exc:
+            problems.append(f"{exc}; download a new one from the App's settings page")
     app_id_text = env.get("LABBOT_APP_ID", "")
     app_id = 0
     if not app_id_text:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import httpx
 import uvicorn
 
 from bot.app import create_app
+from bot.queue import JobQueue
 from bot.settings import Settings
 from tests.fakegithub import FakeGitHub, Setup, webhook_headers
 from tests.samples import SKILL
@@ -46,10 +48,10 @@ def wait_for(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condit
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **collaborators: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings)
+        self.app = create_app(settings, **collaborators)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -248,6 +250,29 @@ def test_webhook_refuses_bad_signature_oversize_and_malformed(
         assert "labbot_queue_depth" in metrics and "labbot_ack_seconds_count" in metrics
 
 
+def test_a_delivery_the_database_refuses_is_answered_503_not_acknowledged(
+    fake: FakeGitHub, scene: Setup, tmp_path: Path
+) -> None:
+    class Full(JobQueue):
+        def _record(self, conn: sqlite3.Connection, *args: Any) -> bool:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    settings = settings_for(fake, scene, tmp_path)
+    settings.data_dir.mkdir(parents=True)
+    queue = Full(settings.database)
+    with Server(settings, queue=queue, start_workers=False) as srv:
+        body = b'{"zen": "hi", "hook_id": 1}'
+        headers = webhook_headers("ping", body, scene.app.webhook_secret, delivery_id="d-1")
+        answer = httpx.post(srv.url + "/webhook", content=body, headers=headers)
+        assert answer.status_code == 503 and "redeliver" in answer.json()["error"]
+        assert "disk is full" not in answer.text  # the reason goes to the log, not the sender
+        metrics = httpx.get(srv.url + "/metrics").text
+        assert 'labbot_deliveries_total{event="ping",outcome="rejected-503"} 1' in metrics
+    queue.close()
+    with JobQueue(settings.database) as check:
+        assert not check.delivery_seen("d-1")
+
+
 def test_serve_refuses_to_start_without_secret_or_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
     env["LABBOT_APP_ID"] = "1"
@@ -261,6 +286,26 @@ def test_serve_refuses_to_start_without_secret_or_key(tmp_path: Path) -> None:
     )
     assert out.returncode == 2
     assert "LABBOT_WEBHOOK_SECRET" in out.stderr and "LABBOT_PRIVATE_KEY" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_refuses_a_private_key_it_cannot_read(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
+    env.update(
+        LABBOT_APP_ID="1",
+        LABBOT_WEBHOOK_SECRET="s",
+        LABBOT_PRIVATE_KEY="-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "private key cannot be read" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_kill_9_mid_job_then_restart_completes_the_job_once(

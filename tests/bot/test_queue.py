@@ -26,6 +26,7 @@ from bot.queue import (
     PENDING,
     SCHEMA_VERSION,
     SUPERSEDED,
+    DeliveryRecord,
     JobQueue,
     JobSpec,
 )
@@ -174,6 +175,55 @@ def test_unserialisable_payload_records_nothing(queue: JobQueue, db: Path) -> No
         queue.record_delivery("d-1", "pull_request", "opened", [spec(), bad])
     assert not queue.delivery_seen("d-1")
     assert job_rows(db) == []
+
+
+def test_record_deliveries_commits_a_batch_and_isolates_a_bad_record(
+    queue: JobQueue, db: Path
+) -> None:
+    bad = JobSpec("validate", "o/r", 9, "s", None, {"when": object()})
+    results = queue.record_deliveries(
+        [
+            DeliveryRecord("d-1", "pull_request", "opened", (spec(pr=1),)),
+            DeliveryRecord("d-2", "pull_request", "opened", (bad,)),
+            DeliveryRecord("d-1", "pull_request", "opened", (spec(pr=3),)),  # same id again
+            DeliveryRecord("d-3", "ping", None, ()),
+            DeliveryRecord("", "ping", None, ()),
+        ]
+    )
+    assert results[0] is True and results[2] is False and results[3] is True
+    assert isinstance(results[1], ValueError) and "JSON" in str(results[1])
+    assert isinstance(results[4], ValueError)
+    assert [(r["pr"], r["delivery_id"]) for r in job_rows(db)] == [(1, "d-1")]
+    assert not queue.delivery_seen("d-2")
+    stats = queue.stats()
+    assert stats.duplicate_deliveries == 1
+    assert stats.deliveries == {("pull_request", "queued"): 1, ("ping", "no_jobs"): 1}
+
+
+def test_record_deliveries_retries_one_by_one_when_the_database_refuses_one(
+    db: Path, clock: FakeClock
+) -> None:
+    class Refusing(JobQueue):
+        def _enqueue(self, conn: sqlite3.Connection, spec: JobSpec, *args: Any) -> int:
+            if spec.pr == 2:
+                raise sqlite3.IntegrityError("refused")
+            return super()._enqueue(conn, spec, *args)
+
+    q = Refusing(db, clock=clock)
+    try:
+        results = q.record_deliveries(
+            [
+                DeliveryRecord("d-1", "pull_request", "opened", (spec(pr=1),)),
+                DeliveryRecord("d-2", "pull_request", "opened", (spec(pr=2),)),
+                DeliveryRecord("d-3", "pull_request", "opened", (spec(pr=3),)),
+            ]
+        )
+        assert results[0] is True and results[2] is True
+        assert isinstance(results[1], sqlite3.IntegrityError)
+        assert [r["pr"] for r in job_rows(db)] == [1, 3]
+        assert not q.delivery_seen("d-2")
+    finally:
+        q.close()
 
 
 def test_delivery_outcomes_in_stats(queue: JobQueue) -> None:
