@@ -251,17 +251,17 @@ class GitHubClient:
             self.paginate(inst, f"/repos/{repo}/commits/{ref}/check-runs", {"check_name": name})
         )
 
-    def find_sticky(
+    def find_stickies(
         self, inst: int | None, repo: str, number: int, marker: str
-    ) -> dict[str, Any] | None:
+    ) -> list[dict[str, Any]]:
+        """Every comment of the App on the PR that carries ``marker``, oldest first."""
         login = self.bot_login()
-        for comment in self.paginate(inst, f"/repos/{repo}/issues/{number}/comments"):
-            if (
-                marker in (comment.get("body") or "")
-                and comment.get("user", {}).get("login") == login
-            ):
-                return dict(comment)
-        return None
+        return [
+            dict(comment)
+            for comment in self.paginate(inst, f"/repos/{repo}/issues/{number}/comments")
+            if marker in (comment.get("body") or "")
+            and comment.get("user", {}).get("login") == login
+        ]
 
     def create_comment(self, inst: int | None, repo: str, number: int, body: str) -> int:
         _, data = self.request(
@@ -273,6 +273,9 @@ class GitHubClient:
         self.request(
             inst, "PATCH", f"/repos/{repo}/issues/comments/{comment_id}", body={"body": body}
         )
+
+    def delete_comment(self, inst: int | None, repo: str, comment_id: int) -> None:
+        self.request(inst, "DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
 
     def add_labels(self, inst: int | None, repo: str, number: int, labels: list[str]) -> None:
         if labels:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,18 @@ LABELS = {
 }
 
 
+class KeyedLocks:
+    """One lock per key (a PR's summary comment, say), for the worker threads of a process."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def hold(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
 @dataclass
 class Context:
     client: GitHubClient
@@ -51,6 +64,7 @@ class Context:
     builds: BuildLedger | None = None
     cache_dir: Path | None = None
     preview_seconds: float = 300.0
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
 
 
 class Superseded(Exception):
@@ -294,12 +308,26 @@ def _check_run(ctx: Context, inst: int | None, repo: str, sha: str) -> int:
 def _upsert_sticky(
     ctx: Context, inst: int | None, repo: str, number: int, section: str, text: str
 ) -> None:
-    existing = ctx.client.find_sticky(inst, repo, number, render.STICKY_MARKER)
-    body = render.with_section(existing.get("body") if existing else None, section, text)
-    if existing is None:
-        ctx.client.create_comment(inst, repo, number, body)
-    elif existing.get("body") != body:
-        ctx.client.edit_comment(inst, repo, int(existing["id"]), body)
+    """Set one section of the PR's single summary comment.
+
+    Jobs of one PR run on several workers (a validation and a command, say): without the lock
+    two of them could both find no comment and both create one, or overwrite each other's
+    section. Duplicates that still appear (two App processes) are merged into the oldest
+    comment, newer sections winning, and deleted."""
+    with ctx.locks.hold(f"sticky:{repo}#{number}"):
+        found = ctx.client.find_stickies(inst, repo, number, render.STICKY_MARKER)
+        sections: dict[str, str] = {}
+        for comment in found:
+            sections.update(render.sections_of(comment.get("body") or ""))
+        sections[section] = text
+        body = render.sticky_body(sections)
+        if not found:
+            ctx.client.create_comment(inst, repo, number, body)
+            return
+        if found[0].get("body") != body:
+            ctx.client.edit_comment(inst, repo, int(found[0]["id"]), body)
+        for extra in found[1:]:
+            ctx.client.delete_comment(inst, repo, int(extra["id"]))
 
 
 def command(job: Job, ctx: Context) -> str:
