@@ -273,10 +273,11 @@ def test_a_delivery_the_database_refuses_is_answered_503_not_acknowledged(
         assert not check.delivery_seen("d-1")
 
 
-def test_serve_refuses_to_start_without_secret_or_key(tmp_path: Path) -> None:
+def serve_with(**settings: str) -> subprocess.CompletedProcess[str]:
+    """``labbot serve`` with only these LABBOT_* variables; it must refuse to start."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
-    env["LABBOT_APP_ID"] = "1"
-    out = subprocess.run(
+    env.update(settings)
+    return subprocess.run(
         [sys.executable, "-m", "bot.cli", "serve"],
         capture_output=True,
         text=True,
@@ -284,25 +285,20 @@ def test_serve_refuses_to_start_without_secret_or_key(tmp_path: Path) -> None:
         cwd=ROOT,
         timeout=60,
     )
+
+
+def test_serve_refuses_to_start_without_secret_or_key() -> None:
+    out = serve_with(LABBOT_APP_ID="1")
     assert out.returncode == 2
     assert "LABBOT_WEBHOOK_SECRET" in out.stderr and "LABBOT_PRIVATE_KEY" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_serve_refuses_a_private_key_it_cannot_read(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
-    env.update(
+def test_serve_refuses_a_private_key_it_cannot_read() -> None:
+    out = serve_with(
         LABBOT_APP_ID="1",
         LABBOT_WEBHOOK_SECRET="s",
         LABBOT_PRIVATE_KEY="-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY",
-    )
-    out = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "serve"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
     )
     assert out.returncode == 2
     assert "private key cannot be read" in out.stderr and "Traceback" not in out.stderr

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from bot import handlers, render
 from bot.github import GitHubClient
@@ -12,17 +15,15 @@ from bot.queue import JobQueue
 from tests.fakegithub import FakeGitHub, Setup
 
 
-def context(fake: FakeGitHub, scene: Setup, tmp_path: Path) -> handlers.Context:
+@pytest.fixture
+def ctx(fake: FakeGitHub, scene: Setup, tmp_path: Path) -> Iterator[handlers.Context]:
     client = GitHubClient(scene.app.id, scene.app.private_key_pem, fake.url, write_interval=0.0)
-    return handlers.Context(
-        client=client, queue=JobQueue(tmp_path / "q.sqlite3"), metrics=Metrics()
-    )
+    queue = JobQueue(tmp_path / "q.sqlite3")
+    yield handlers.Context(client=client, queue=queue, metrics=Metrics())
+    queue.close()
 
 
-def test_concurrent_jobs_share_one_summary_comment(
-    fake: FakeGitHub, scene: Setup, tmp_path: Path
-) -> None:
-    ctx = context(fake, scene, tmp_path)
+def test_concurrent_jobs_share_one_summary_comment(ctx: handlers.Context, scene: Setup) -> None:
     pr = scene.repo.create_pull(head="topic", files={"README.md": "changed\n"})
     inst = scene.installation.id
     start = threading.Barrier(4)
@@ -39,14 +40,12 @@ def test_concurrent_jobs_share_one_summary_comment(
     stickies = [c for c in pr.live_comments if render.STICKY_MARKER in c.body]
     assert len(stickies) == 1
     assert render.sections_of(stickies[0].body) == {s: f"{s} text" for s in render.SECTION_ORDER}
-    ctx.queue.close()
 
 
 def test_duplicate_summary_comments_are_merged_into_the_oldest(
-    fake: FakeGitHub, scene: Setup, tmp_path: Path
+    ctx: handlers.Context, scene: Setup
 ) -> None:
     """Two App processes can still race; the next update heals it."""
-    ctx = context(fake, scene, tmp_path)
     pr = scene.repo.create_pull(head="topic", files={"README.md": "changed\n"})
     bot = scene.app.bot_login
     old = scene.repo.add_comment(
@@ -69,4 +68,3 @@ def test_duplicate_summary_comments_are_merged_into_the_oldest(
         "command": "answer",
         "preview": "p",
     }
-    ctx.queue.close()
