@@ -131,7 +131,6 @@ def create_app(
     app.state.queue = queue
     app.state.metrics = metrics
     app.state.workers = workers
-    app.state.writer = writer
 
     async def handle_delivery(
         headers: Mapping[str, str], body: bytes

@@ -32,7 +32,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # The standard library's event loop, not uvloop: under a burst of deliveries uvloop left a
     # few requests waiting 100-300 ms while the loop was busy with others (also with a bare
     # ASGI app that only burns 0.25 ms per request); asyncio's loop serves them in order
-    # (benchmarks/webhook_load.py: ack p99 14-38 ms instead of 25-150 ms).
+    # (benchmarks/webhook_load.py: ack p99 23-33 ms instead of 25-150 ms).
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="info", access_log=False, loop="asyncio"
     )

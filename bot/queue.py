@@ -402,8 +402,8 @@ class JobQueue:
         return result
 
     def record_deliveries(self, records: Sequence[DeliveryRecord]) -> list[bool | Exception]:
-        """Record several deliveries in ONE transaction (one commit, one fsync): group commit
-        for the webhook's writer thread. Each record behaves as :meth:`record_delivery`, in
+        """Record several deliveries in ONE transaction (one commit, one fsync): the group
+        commit of :mod:`bot.intake`. Each record behaves as :meth:`record_delivery`, in
         order. A record that cannot be recorded (a payload that is not JSON) gets its
         exception in its place and the others are still recorded; should the database refuse
         one record, each is retried in a transaction of its own. An error of the database
@@ -442,8 +442,8 @@ class JobQueue:
     def _record(
         self, conn: sqlite3.Connection, record: DeliveryRecord, payloads: list[str], now: float
     ) -> bool:
-        # One statement whether the id is new or seen before: the writer thread waits for the
-        # GIL after each one while the event loop is busy, so statements are what cost.
+        # One statement whether the id is new or seen before: this runs on the event loop,
+        # once per delivery, so each statement saved is latency saved.
         (duplicates,) = conn.execute(
             "INSERT INTO deliveries (delivery_id, event, action, received_at, outcome,"
             " job_count) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id)"
