@@ -69,6 +69,7 @@ _PHASE_KEYS = {
     "keep_checkpoints": int,
     "checkpoint_every_steps": int,
     "seed": int,
+    "parallel": str,  # ddp or fsdp; only matters under torchrun / accelerate launch
 }
 _SCHEMA: dict[str, Any] = {
     "student": str,

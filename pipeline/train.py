@@ -2,11 +2,18 @@
 
 ``train_phase`` reads top to bottom: setup (model, tokenizer, data, optimizer) → one loop
 (accumulate micro-batches, clip, step, log, checkpoint) → one save. Both LAB phases call it with
-different :class:`TrainConfig` values. It is the only module that imports peft and accelerate.
+different :class:`TrainConfig` values. It is the only module that imports peft.
 
 Loss: cross-entropy summed over every trained token of an optimizer step (all micro-batches and
 all ranks) and divided by that step's number of trained tokens, so a step's gradient does not
-depend on how its samples were packed or split.
+depend on how its samples were packed or split, nor on how many processes share the step.
+
+Several processes (``torchrun``, ``accelerate launch``): every rank plans the same steps and
+takes every ``world``-th row of each step; the model is wrapped in DDP or sharded with FSDP2
+(``fully_shard``) by torch.distributed directly, the same code on GPUs (NCCL) and the CPU
+(gloo), which is how the CPU tests cover it. Checkpoints are torch.distributed.checkpoint
+folders (sharded under FSDP, loadable with any number of processes); rank 0 writes everything
+else.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import random
 import shutil
 import time
 import warnings
@@ -25,23 +33,43 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator  # type: ignore[import-untyped]
-from accelerate.utils import DistributedType, set_seed  # type: ignore[import-untyped]
+import torch.distributed as tdist
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
+from torch.distributed.checkpoint.state_dict_loader import load as dcp_load
+from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.checkpoint import checkpoint
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    set_seed,
+)
 
+from pipeline import distributed
 from pipeline.data import IGNORE, Batch, Tokenized, TooLong, pack, plan_epoch, tokenize
+from pipeline.distributed import Dist
 from pipeline.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 Dtype = Literal["auto", "float32", "bfloat16", "bf16-mixed"]
+Parallel = Literal["ddp", "fsdp"]
 VARLEN = "labbot_varlen"
 _STATE_FILE = "trainer_state.json"
 _RESULT_FILE = "result.json"
+_CHECKPOINT_FORMAT = 2  # 2: torch.distributed.checkpoint (1 was accelerate's save_state)
 
 
 @dataclass(frozen=True)
@@ -67,6 +95,10 @@ class TrainConfig:
     Checkpoints are written at the end of each epoch, or every ``checkpoint_every_steps`` steps,
     and at the last step; ``checkpoint_every_steps=0`` writes none (benchmarks).
     ``max_steps`` stops early without changing the schedule (benchmarks, smoke runs).
+
+    ``parallel`` matters only with several processes: ``ddp`` replicates the model on every
+    rank, ``fsdp`` shards parameters, gradients and optimizer state (FSDP2, one unit per decoder
+    layer). ``accelerate launch`` with ``distributed_type: FSDP`` selects ``fsdp`` too.
     """
 
     lr: float
@@ -105,6 +137,7 @@ class TrainConfig:
     fused_optimizer: bool = True
     max_steps: int | None = None
     save_final: bool = True
+    parallel: Parallel = "ddp"
 
     def __post_init__(self) -> None:
         problems = []
@@ -118,6 +151,8 @@ class TrainConfig:
             problems.append("warmup_ratio must be in [0, 1)")
         if self.checkpoint_every_steps is not None and self.checkpoint_every_steps < 0:
             problems.append("checkpoint_every_steps must be >= 0 (0: no checkpoints)")
+        if self.parallel not in ("ddp", "fsdp"):
+            problems.append(f"parallel must be 'ddp' or 'fsdp', not {self.parallel!r}")
         if problems:
             raise UsageError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -198,23 +233,22 @@ def train_phase(
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     fingerprint = _fingerprint(cfg, base_model_dir, train, held_out)
-    previous = _check_out_dir(out_dir, fingerprint, resume)
+    # ---- setup: processes, precision, tokenizer, data
+    d = distributed.init()
+    previous = d.on_rank_zero(
+        f"checking {out_dir}", lambda: _check_out_dir(out_dir, fingerprint, resume)
+    )
     if previous is not None:
         return previous
-
-    # ---- setup: accelerator, tokenizer, data
-    on_gpu = torch.cuda.is_available()
-    weight_dtype, autocast = _precision(cfg, on_gpu)
-    # No precision arguments: accelerate's state is a process-wide singleton that refuses a
-    # second Accelerator with other settings (phase 2, benchmarks). Autocast is ours instead.
-    accelerator = Accelerator()
+    device = torch.device(d.device)
+    weight_dtype, autocast = _precision(cfg, device.type == "cuda")
     set_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     train_samples, too_long, unlabelled = _tokenize_all(train, tokenizer, cfg.max_seq_len)
     held_samples, _, _ = _tokenize_all(held_out, tokenizer, cfg.max_seq_len)
     if not train_samples:
         raise UsageError("no trainable samples (all too long or without trained tokens)")
-    if too_long or unlabelled:
+    if (too_long or unlabelled) and d.is_main:
         log.warning("skipped %d too-long and %d unlabelled samples", too_long, unlabelled)
 
     plans: dict[int, list[list[Batch]]] = {}
@@ -237,33 +271,34 @@ def train_phase(
     last_step = min(total_steps, cfg.max_steps or total_steps)
     warmup = round(cfg.warmup_ratio * total_steps)
 
-    # ---- setup: model, optimizer, schedule
-    model = _load_model(cfg, base_model_dir, weight_dtype)
-    module = PackedLoss(model, cfg.loss_chunk_tokens if cfg.chunked_loss else None)
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
-    optimizer = _make_optimizer(cfg, module, fused=on_gpu and not fsdp)
+    # ---- setup: model (wrapped for several processes), optimizer, schedule, resume
+    fsdp = d.world > 1 and (cfg.parallel == "fsdp" or d.launcher_fsdp)
+    module = _wrap(
+        PackedLoss(
+            _load_model(cfg, base_model_dir, weight_dtype),
+            cfg.loss_chunk_tokens if cfg.chunked_loss else None,
+        ),
+        d,
+        fsdp,
+    )
+    optimizer = _make_optimizer(cfg, module, fused=device.type == "cuda" and not fsdp)
     scheduler = LambdaLR(optimizer, _lr_lambda(warmup, total_steps))
-    module, optimizer = accelerator.prepare(module, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    if cfg.lora:  # checkpoints hold the adapter, not another copy of the frozen base
-        accelerator.register_save_state_pre_hook(_keep_trainable)
     checkpoints = out_dir / "checkpoints"
     state = _State()
-    existing = _checkpoints(checkpoints) if resume else []
-    if existing:
-        latest = existing[-1]
-        accelerator.load_state(str(latest / "state"), strict=not cfg.lora)
-        state = _State(**json.loads((latest / _STATE_FILE).read_text())["state"])
-        log.info("resumed from %s (step %d)", latest, state.step)
+    latest = d.on_rank_zero("finding the latest checkpoint", lambda: _latest(checkpoints))
+    if latest is not None:
+        state = _load_checkpoint(latest, module, optimizer, scheduler, cfg.lora, d)
+        if d.is_main:
+            log.info("resumed from %s (step %d)", latest, state.step)
 
-    # ---- loop
-    rank, world = accelerator.process_index, accelerator.num_processes
+    # ---- loop: every rank runs every step on its share of the rows
     while state.step < last_step:
         epoch, index = divmod(state.step, steps_per_epoch)
         rows = plan(epoch)[index]
         tick = time.perf_counter()
-        loss_sum = forward_backward(accelerator, module, rows[rank::world], rows, world, autocast)
-        grad_norm = accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        loss_sum = forward_backward(module, rows[d.rank :: d.world], rows, d, autocast)
+        trained = [p for p in module.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -271,14 +306,14 @@ def train_phase(
         state.step += 1
         loss_tokens = sum(r.n_loss_tokens for r in rows)
         tokens = sum(len(r) for r in rows)
-        loss = float(accelerator.reduce(loss_sum, "sum")) / max(loss_tokens, 1)
+        loss = _sum_over_ranks(loss_sum, d) / max(loss_tokens, 1)
         seconds = time.perf_counter() - tick
         record = {
             "step": state.step,
             "epoch": round(state.step / steps_per_epoch, 4),
             "loss": loss,
             "lr": lr,
-            "grad_norm": float(grad_norm),
+            "grad_norm": _scalar(grad_norm),
             "tokens": tokens,
             "loss_tokens": loss_tokens,
             "tokens_per_s": tokens / seconds,
@@ -290,7 +325,16 @@ def train_phase(
         due = state.step % every == 0 or state.step == last_step
         if due and cfg.checkpoint_every_steps != 0:
             path = _save_checkpoint(
-                accelerator, module, held_samples, cfg, state, checkpoints, fingerprint, autocast
+                module,
+                optimizer,
+                scheduler,
+                held_samples,
+                cfg,
+                state,
+                checkpoints,
+                fingerprint,
+                autocast,
+                d,
             )
             if progress is not None:
                 progress({"event": "checkpoint", **state.eval_losses[-1], "path": str(path)})
@@ -298,9 +342,7 @@ def train_phase(
     # ---- save
     final_dir = adapter_dir = None
     if cfg.save_final:
-        final_dir, adapter_dir = _save_final(
-            accelerator, module, cfg, base_model_dir, tokenizer, out_dir
-        )
+        final_dir, adapter_dir = _save_final(module, cfg, base_model_dir, tokenizer, out_dir, d)
     result = PhaseResult(
         out_dir=out_dir,
         final_dir=final_dir,
@@ -315,10 +357,10 @@ def train_phase(
         steps=state.step,
         steps_per_epoch=steps_per_epoch,
     )
-    if accelerator.is_main_process and cfg.save_final:
+    if d.is_main and cfg.save_final:
         payload = {"fingerprint": fingerprint, "result": result.to_json()}
         (out_dir / _RESULT_FILE).write_text(json.dumps(payload, indent=2))
-    accelerator.wait_for_everyone()
+    d.barrier()
     return result
 
 
@@ -450,31 +492,40 @@ def _attn_kwargs(row: Batch, device: torch.device, module: nn.Module) -> dict[st
 
 
 def forward_backward(
-    accelerator: Accelerator,
     module: nn.Module,
     mine: Sequence[Batch],
     step_rows: Sequence[Batch],
-    world: int,
+    d: Dist,
     autocast: bool,
 ) -> torch.Tensor:
     """Forward and backward this rank's rows of one step; return its summed (detached) loss.
 
     Each row's summed loss is divided by the trained-token count of the whole step (all rows,
-    all ranks) and multiplied by ``world`` because gradient sync averages over ranks. Ranks with
-    fewer rows run an all-masked copy so that every rank makes the same number of calls.
+    all ranks: every rank knows it from the shared plan, no all-reduce needed) and multiplied by
+    ``d.world`` because DDP and FSDP average gradients over ranks. Ranks with fewer rows run an
+    all-masked copy so that every rank makes the same number of calls (collectives pair up).
     """
+    device = torch.device(d.device)
     step_tokens = max(1, sum(r.n_loss_tokens for r in step_rows))
-    per_rank = math.ceil(len(step_rows) / world)
+    per_rank = math.ceil(len(step_rows) / d.world)
     rows = list(mine) + [_masked(step_rows[0])] * (per_rank - len(mine))
-    total = torch.zeros((), device=accelerator.device)
+    total = torch.zeros((), device=device)
     for i, row in enumerate(rows):
-        sync = accelerator.no_sync(module) if i < len(rows) - 1 else contextlib.nullcontext()
-        with sync, _autocast(accelerator, autocast):
-            inputs = row_tensors(row, accelerator.device)
-            loss_sum, _ = module(**inputs, **_attn_kwargs(row, accelerator.device, module))
-            accelerator.backward(loss_sum * (world / step_tokens))
+        with _grad_sync(module, i == len(rows) - 1), _autocast(device, autocast):
+            inputs = row_tensors(row, device)
+            loss_sum, _ = module(**inputs, **_attn_kwargs(row, device, module))
+            (loss_sum * (d.world / step_tokens)).backward()
         total += loss_sum.detach()
     return total
+
+
+def _grad_sync(module: nn.Module, last: bool) -> Any:
+    """DDP: all-reduce gradients only after the step's last row. FSDP reduce-scatters after
+    every row (its gradients stay sharded: accumulating unsharded ones would cost the memory
+    FSDP is there to save); one process has nothing to synchronise."""
+    if isinstance(module, DistributedDataParallel) and not last:
+        return module.no_sync()
+    return contextlib.nullcontext()
 
 
 def _masked(row: Batch) -> Batch:
@@ -482,29 +533,43 @@ def _masked(row: Batch) -> Batch:
 
 
 def evaluate_loss(
-    accelerator: Accelerator,
     module: nn.Module,
     samples: Sequence[Tokenized],
     micro_batch_tokens: int,
+    d: Dist,
     autocast: bool = False,
 ) -> float | None:
     """Mean loss per trained token over ``samples`` (None when there are none)."""
     if not samples:
         return None
+    device = torch.device(d.device)
     rows = pack(samples, micro_batch_tokens)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = rows[rank::world]
-    mine += [_masked(rows[0])] * (math.ceil(len(rows) / world) - len(mine))
+    mine = rows[d.rank :: d.world]
+    mine += [_masked(rows[0])] * (math.ceil(len(rows) / d.world) - len(mine))
     module.eval()
-    total = torch.zeros((), device=accelerator.device)
-    with torch.no_grad(), _autocast(accelerator, autocast):
+    total = torch.zeros((), device=device)
+    with torch.no_grad(), _autocast(device, autocast):
         for row in mine:
-            inputs = row_tensors(row, accelerator.device)
-            loss_sum, _ = module(**inputs, **_attn_kwargs(row, accelerator.device, module))
+            inputs = row_tensors(row, device)
+            loss_sum, _ = module(**inputs, **_attn_kwargs(row, device, module))
             total += loss_sum.float()
     module.train()
     tokens = sum(r.n_loss_tokens for r in rows)
-    return float(accelerator.reduce(total, "sum")) / max(tokens, 1)
+    return _sum_over_ranks(total, d) / max(tokens, 1)
+
+
+def _sum_over_ranks(value: torch.Tensor, d: Dist) -> float:
+    if d.world > 1:
+        value = value.detach().clone()
+        tdist.all_reduce(value)
+    return float(value)
+
+
+def _scalar(value: torch.Tensor) -> float:
+    """A float from a tensor that may be a DTensor (FSDP's gradient norm)."""
+    if isinstance(value, DTensor):
+        value = value.full_tensor()
+    return float(value)
 
 
 # --------------------------------------------------------------------------- setup helpers
@@ -524,10 +589,28 @@ def _precision(cfg: TrainConfig, on_gpu: bool) -> tuple[torch.dtype, bool]:
     }[choice]
 
 
-def _autocast(accelerator: Accelerator, enabled: bool) -> Any:
+def _autocast(device: torch.device, enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=accelerator.device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _wrap(module: PackedLoss, d: Dist, fsdp: bool) -> nn.Module:
+    """The module as this process trains it: plain, DDP, or sharded with FSDP2."""
+    if d.world == 1:
+        return module.to(d.device)
+    if fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(torch.device(d.device).type, (d.world,))
+        for layer in _decoder(module.model).layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(module, mesh=mesh)  # the rest: embeddings, final norm, lm_head
+        return module
+    on_gpu = torch.device(d.device).type == "cuda"
+    return DistributedDataParallel(
+        module.to(d.device), device_ids=[d.local_rank] if on_gpu else None
+    )
 
 
 def _tokenize_all(
@@ -696,9 +779,10 @@ def _unwrap(module: nn.Module) -> PackedLoss:
 def _fingerprint(
     cfg: TrainConfig, base: Path, train: Sequence[dict[str, Any]], held: Sequence[dict[str, Any]]
 ) -> str:
-    """Hash of what decides the training trajectory (not max_steps, saving or retention)."""
+    """Hash of what decides the training trajectory (not max_steps, saving, retention, or how
+    the model is spread over processes: a run may resume under another launcher)."""
     settings = asdict(cfg)
-    for name in ("max_steps", "save_final", "keep_checkpoints"):
+    for name in ("max_steps", "save_final", "keep_checkpoints", "parallel"):
         settings.pop(name)
     digest = hashlib.sha256()
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -725,6 +809,11 @@ def _check_out_dir(out_dir: Path, fingerprint: str, resume: bool) -> PhaseResult
                 f"{out_dir} holds a run with another config, base model or data; "
                 "pass resume=False or use a new out_dir"
             )
+        if "state" in stored and stored.get("format") != _CHECKPOINT_FORMAT:
+            raise UsageError(
+                f"{checkpoints[-1]} was written by an older labbot (accelerate save_state); "
+                "it cannot be resumed: pass resume=False or use a new out_dir"
+            )
     if result_file.is_file():
         return PhaseResult.from_json(found[0]["result"])
     return None
@@ -737,38 +826,113 @@ def _checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("step-*") if (p / _STATE_FILE).is_file())
 
 
+def _latest(directory: Path) -> Path | None:
+    existing = _checkpoints(directory)
+    return existing[-1] if existing else None
+
+
 def _save_checkpoint(
-    accelerator: Accelerator,
     module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
     held: Sequence[Tokenized],
     cfg: TrainConfig,
     state: _State,
     directory: Path,
     fingerprint: str,
     autocast: bool,
+    d: Dist,
 ) -> Path:
-    """Score the held-out set, save the full training state, prune old checkpoints."""
-    eval_loss = evaluate_loss(accelerator, module, held, cfg.micro_batch_tokens, autocast)
+    """Score the held-out set, save the full training state, prune old checkpoints.
+
+    Every rank writes its shard of the model and optimizer (torch.distributed.checkpoint) and
+    its RNG state into a staging folder; rank 0 writes the rest and renames the folder once all
+    ranks are done, so a kill never leaves a half checkpoint that looks whole.
+    """
+    eval_loss = evaluate_loss(module, held, cfg.micro_batch_tokens, d, autocast)
     path = directory / f"step-{state.step:06d}"
     state.eval_losses.append(
         {"step": state.step, "epoch": state.history[-1]["epoch"], "loss": eval_loss}
     )
     staging = directory / f".staging-{state.step:06d}"
-    if accelerator.is_main_process:
+    if d.is_main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging / "state"), safe_serialization=False)
+    d.barrier()
+    options = StateDictOptions(ignore_frozen_params=cfg.lora)  # LoRA: the adapter, not the base
+    model_state, optim_state = get_state_dict(module, optimizer, options=options)
+    with _single_process_dcp(d):
+        dcp_save({"model": model_state, "optimizer": optim_state}, checkpoint_id=staging / "state")
+    torch.save(_rng_state(), staging / "state" / f"rng-{d.rank}.pt")
     if cfg.lora:
-        _save_adapter(accelerator, module, staging / "adapter")
-    if accelerator.is_main_process:
-        payload = {"fingerprint": fingerprint, "state": asdict(state)}
+        _save_adapter(module, staging / "adapter", d)
+    d.barrier()
+    if d.is_main:
+        torch.save(scheduler.state_dict(), staging / "state" / "scheduler.pt")
+        payload = {"fingerprint": fingerprint, "format": _CHECKPOINT_FORMAT, "state": asdict(state)}
         (staging / _STATE_FILE).write_text(json.dumps(payload, indent=2))
         shutil.rmtree(path, ignore_errors=True)
         staging.rename(path)
         _prune(directory, state.eval_losses, cfg.keep_checkpoints)
-    accelerator.wait_for_everyone()
+    d.barrier()
     return path
+
+
+def _load_checkpoint(
+    path: Path,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LambdaLR,
+    lora: bool,
+    d: Dist,
+) -> _State:
+    """Restore what :func:`_save_checkpoint` wrote, on any number of processes (DCP reshards).
+
+    A rank without its own RNG file (more processes than when saved) keeps its seeded RNG: the
+    data plan does not depend on the number of processes, dropout masks do.
+    """
+    stored = json.loads((path / _STATE_FILE).read_text())
+    options = StateDictOptions(ignore_frozen_params=lora, strict=not lora)
+    model_state, optim_state = get_state_dict(module, optimizer, options=options)
+    loaded: dict[str, Any] = {"model": model_state, "optimizer": optim_state}
+    with _single_process_dcp(d):
+        dcp_load(loaded, checkpoint_id=path / "state")
+    set_state_dict(
+        module,
+        optimizer,
+        model_state_dict=loaded["model"],
+        optim_state_dict=loaded["optimizer"],
+        options=options,
+    )
+    scheduler.load_state_dict(torch.load(path / "state" / "scheduler.pt", weights_only=True))
+    rng = path / "state" / f"rng-{d.rank}.pt"
+    if rng.is_file():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return _State(**stored["state"])
+
+
+@contextlib.contextmanager
+def _single_process_dcp(d: Dist) -> Iterator[None]:
+    """torch.distributed.checkpoint warns on every save and load without a process group,
+    which is the normal one-process case here."""
+    with warnings.catch_warnings():
+        if d.world == 1:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def _prune(directory: Path, eval_losses: list[dict[str, Any]], keep: int) -> None:
@@ -800,49 +964,47 @@ def _best(directory: Path, eval_losses: list[dict[str, Any]]) -> Path | None:
     return existing[f"step-{choice['step']:06d}"]
 
 
-def _keep_trainable(models: list[nn.Module], weights: list[dict[str, Any]], _: str) -> None:
-    """accelerate save-state hook: drop frozen tensors from the saved model state (LoRA)."""
-    for model, state in zip(models, weights, strict=True):
-        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-        for key in [k for k in state if k not in trainable]:
-            del state[key]
+def _full_state_dict(module: nn.Module, trainable_only: bool) -> dict[str, torch.Tensor]:
+    """The model's full state dict on rank 0 (gathered under FSDP; empty on other ranks),
+    keys without our ``model.`` prefix. A collective: every rank calls it."""
+    options = StateDictOptions(
+        full_state_dict=True,
+        cpu_offload=tdist.is_initialized(),
+        ignore_frozen_params=trainable_only,
+    )
+    state = get_model_state_dict(module, options=options)
+    return {k.removeprefix("model."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _full_state_dict(accelerator: Accelerator, module: nn.Module) -> dict[str, torch.Tensor]:
-    """The wrapped model's full state dict (gathered under FSDP), keys without our prefix."""
-    state = accelerator.get_state_dict(module)
-    return {k.removeprefix("model."): v for k, v in state.items()}
-
-
-def _save_adapter(accelerator: Accelerator, module: nn.Module, target: Path) -> None:
-    state = _full_state_dict(accelerator, module)
-    if accelerator.is_main_process:
-        peft_model = _unwrap(accelerator.unwrap_model(module)).model
+def _save_adapter(module: nn.Module, target: Path, d: Dist) -> None:
+    state = _full_state_dict(module, trainable_only=True)
+    if d.is_main:
+        peft_model = _unwrap(module).model
         assert isinstance(peft_model, PeftModel)
         peft_model.save_pretrained(str(target), state_dict=state)
 
 
 def _save_final(
-    accelerator: Accelerator,
     module: nn.Module,
     cfg: TrainConfig,
     base_model_dir: Path,
     tokenizer: Any,
     out_dir: Path,
+    d: Dist,
 ) -> tuple[Path, Path | None]:
     """Write ``adapter/`` (LoRA) and ``final/``: merged weights in the base model's dtype."""
     final_dir, adapter_dir = out_dir / "final", out_dir / "adapter" if cfg.lora else None
     staging = out_dir / ".staging-final"
     dtype = _stored_dtype(base_model_dir)
-    if accelerator.is_main_process:
+    if d.is_main:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    d.barrier()
     if adapter_dir is not None:
-        _save_adapter(accelerator, module, staging / "adapter")
+        _save_adapter(module, staging / "adapter", d)
     else:
-        state = _full_state_dict(accelerator, module)
-    if accelerator.is_main_process:
+        state = _full_state_dict(module, trainable_only=False)
+    if d.is_main:
         if adapter_dir is not None:
             base = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
             with _quiet_peft():
@@ -851,9 +1013,10 @@ def _save_final(
             merged.to(dtype=dtype)
             merged.save_pretrained(staging / "final")
         else:
-            model = _unwrap(accelerator.unwrap_model(module)).model
+            model = _unwrap(module).model
             assert isinstance(model, PreTrainedModel)
             cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            _retie(model, cast)
             trained_dtype, model.config.dtype = model.config.dtype, dtype
             model.save_pretrained(staging / "final", state_dict=cast)
             model.config.dtype = trained_dtype
@@ -863,8 +1026,23 @@ def _save_final(
                 shutil.rmtree(out_dir / name, ignore_errors=True)
                 (staging / name).rename(out_dir / name)
         shutil.rmtree(staging)
-    accelerator.wait_for_everyone()
+    d.barrier()
     return final_dir, adapter_dir
+
+
+def _retie(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Make tied parameters (tied input/output embeddings) one tensor again in ``state``.
+
+    A state dict gathered from FSDP shards holds a separate copy under each name, which
+    ``save_pretrained`` would write twice; it drops duplicates only when they share storage.
+    """
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for group in names.values():
+        present = [n for n in group if n in state]
+        for name in present[1:]:
+            state[name] = state[present[0]]
 
 
 def _stored_dtype(model_dir: Path) -> torch.dtype:
