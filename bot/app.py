@@ -8,16 +8,19 @@ workers do the rest. Nothing here reads the environment:
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import hmac
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
@@ -27,10 +30,12 @@ from bot.builds import BuildLedger
 from bot.errors import WebhookError
 from bot.github import GitHubClient
 from bot.intake import DeliveryWriter
+from bot.isolation import IsolatedValidator
+from bot.limits import CommandLimits, PreviewLimits
 from bot.metrics import Metrics
 from bot.queue import DeliveryRecord, JobQueue, JobSpec
 from bot.settings import Settings
-from bot.webhook import jobs_for, parse
+from bot.webhook import event_label, jobs_for, parse
 from bot.worker import Workers
 
 if TYPE_CHECKING:
@@ -60,6 +65,8 @@ class TeacherHolder:
                     self.settings.teacher,
                     cache_dir=self.settings.cache_dir,
                     concurrency=self.settings.teacher_concurrency,
+                    api_key=self.settings.teacher_api_key or None,
+                    timeout=self.settings.teacher_timeout_seconds,
                 )
             return self.teacher
 
@@ -70,16 +77,42 @@ class TeacherHolder:
                 self.teacher = None
 
 
+def purge_expired(queue: JobQueue, retention_days: float, now: float | None = None) -> None:
+    """Delete finished jobs and deliveries older than ``retention_days`` (run with each
+    recovery); a database error is logged, and the next run tries again."""
+    before = (time.time() if now is None else now) - retention_days * 86400.0
+    try:
+        jobs, deliveries = queue.purge(before)
+    except sqlite3.Error as exc:
+        log.warning("purging old jobs and deliveries failed: %s", exc)
+        return
+    if jobs or deliveries:
+        log.info(
+            "purged %d finished jobs and %d deliveries older than %g days",
+            jobs,
+            deliveries,
+            retention_days,
+        )
+
+
 def create_app(
     settings: Settings,
     *,
     queue: JobQueue | None = None,
     client: GitHubClient | None = None,
     metrics: Metrics | None = None,
+    validator: IsolatedValidator | None = None,
     start_workers: bool = True,
 ) -> WebhookFastPath:
-    """Build the App. Workers and the periodic recovery start with the server."""
+    """Build the App. Workers and the periodic recovery start with the server.
+
+    ``validator`` validates contributors' files in child processes (by default the real
+    validator under ``settings.validate_seconds`` and ``settings.validate_memory_mb``).
+    """
     metrics = metrics or Metrics()
+    validator = validator or IsolatedValidator(
+        seconds=settings.validate_seconds, memory_bytes=settings.validate_memory_mb << 20
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     queue = queue or JobQueue(settings.database, lease_seconds=settings.lease_seconds)
     client = client or GitHubClient(
@@ -98,6 +131,17 @@ def create_app(
         cache_dir=settings.cache_dir,
         preview_seconds=settings.preview_seconds,
         builds=BuildLedger(settings.data_dir / "builds.sqlite3"),
+        limits=CommandLimits(
+            settings.data_dir / "limits.sqlite3",
+            permission_seconds=settings.permission_cache_seconds,
+        ),
+        preview_limits=PreviewLimits(
+            settings.preview_limit_per_pr,
+            settings.preview_limit_per_installation,
+            settings.preview_limit_window_seconds,
+        ),
+        validator=validator,
+        validate_seconds=settings.validate_seconds,
     )
     workers = Workers(ctx, settings.workers)
     writer = DeliveryWriter(queue)
@@ -106,6 +150,7 @@ def create_app(
     def schedule_recovery() -> None:
         while True:
             queue.enqueue(JobSpec("recover", "", None, str(int(time.time())), None, {}))
+            purge_expired(queue, settings.retention_days)
             if stop_recovery.wait(settings.recovery_interval_seconds):
                 return
 
@@ -118,14 +163,18 @@ def create_app(
         gc.collect()
         gc.freeze()
         if start_workers:
+            validator.warm(settings.workers)
             workers.start()
             threading.Thread(target=schedule_recovery, name="labbot-recovery", daemon=True).start()
         yield
         stop_recovery.set()
         workers.stop()
+        validator.close()
         holder.close()
         if ctx.builds is not None:
             ctx.builds.close()
+        if ctx.limits is not None:
+            ctx.limits.close()
 
     app = FastAPI(title="labbot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue
@@ -137,18 +186,23 @@ def create_app(
     ) -> tuple[int, dict[str, Any]]:
         """Verify, record and enqueue one delivery; the HTTP status and JSON answer."""
         start = time.perf_counter()
-        event = headers.get("x-github-event", "unknown")
         try:
             delivery = parse(headers, body, settings.webhook_secret, settings.max_body_bytes)
         except WebhookError as exc:
-            metrics.delivery(event, f"rejected-{exc.status}")
+            # Only a verified delivery names its event in the metrics: anyone can send headers.
+            label = "invalid" if exc.status in (400, 422) else "unverified"
+            metrics.delivery(label, f"rejected-{exc.status}")
             log.warning("delivery refused (%s): %s", exc.status, exc)
             return exc.status, {"error": str(exc)}
+        event = event_label(delivery.event)
         try:
             jobs = jobs_for(delivery)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("delivery %s: unexpected payload shape: %s", delivery.id, exc)
-            jobs = []
+        except WebhookError as exc:
+            return await refuse(delivery.id, delivery.event, delivery.action, event, str(exc))
+        except Exception as exc:  # a shape jobs_for did not foresee: still the sender's doing
+            log.exception("delivery %s: unreadable payload", delivery.id)
+            reason = f"the payload could not be read ({type(exc).__name__})"
+            return await refuse(delivery.id, delivery.event, delivery.action, event, reason)
         # Recorded in one transaction with the other deliveries read in this turn of the
         # event loop (group commit, see bot/intake.py); answered once it is durable. A push
         # sends pull_request.synchronize and check_suite.requested for the same head:
@@ -158,12 +212,12 @@ def create_app(
         try:
             new = await writer.record(record)
         except Exception as exc:  # the database refused it: GitHub shows the failure
-            metrics.delivery(delivery.event, "rejected-503")
+            metrics.delivery(event, "rejected-503")
             log.error("delivery %s could not be recorded: %s", delivery.id, exc)
             return 503, {"error": "the delivery could not be recorded; redeliver it later"}
         elapsed = time.perf_counter() - start
         outcome = ("queued" if jobs else "no_jobs") if new else "duplicate"
-        metrics.delivery(delivery.event, outcome, elapsed)
+        metrics.delivery(event, outcome, elapsed)
         log.info(
             "delivery %s %s.%s: %s (%d jobs)",
             delivery.id,
@@ -175,6 +229,21 @@ def create_app(
         )
         return 202, {"status": outcome, "jobs": len(jobs) if new else 0}
 
+    async def refuse(
+        delivery_id: str, name: str, action: str | None, event: str, reason: str
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer 422 for a signed delivery without the shape its event needs, and record it
+        with the reason: recovery only redelivers what was never recorded, so it is asked for
+        once, not every few hours."""
+        record = DeliveryRecord(delivery_id, name, action, (), 0.0, f"rejected: {reason}"[:500])
+        try:
+            await writer.record(record)
+        except Exception as exc:
+            log.error("refused delivery %s could not be recorded: %s", delivery_id, exc)
+        metrics.delivery(event, "rejected-422")
+        log.warning("delivery %s refused (422): %s", delivery_id, reason)
+        return 422, {"error": reason}
+
     app.state.handle_delivery = handle_delivery
 
     @app.get("/healthz")
@@ -183,12 +252,23 @@ def create_app(
         return {"status": "ok", "queue_depth": stats.depth}
 
     @app.get("/metrics")
-    def metrics_endpoint() -> PlainTextResponse:
+    def metrics_endpoint(request: Request) -> PlainTextResponse:
+        if settings.metrics_token:
+            given = request.headers.get("authorization", "")
+            wanted = f"Bearer {settings.metrics_token}"
+            if not hmac.compare_digest(given.encode(), wanted.encode()):
+                return PlainTextResponse(
+                    "metrics need Authorization: Bearer <LABBOT_METRICS_TOKEN>\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         stats = queue.stats()
         text = metrics.render(stats.depth, stats.oldest_pending_age or 0.0, stats.counts)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
-    return WebhookFastPath(app, handle_delivery, settings.max_body_bytes, metrics)
+    return WebhookFastPath(
+        app, handle_delivery, settings.max_body_bytes, metrics, settings.body_timeout_seconds
+    )
 
 
 class WebhookFastPath:
@@ -203,11 +283,13 @@ class WebhookFastPath:
         handler: Callable[[Mapping[str, str], bytes], Awaitable[tuple[int, dict[str, Any]]]],
         max_body_bytes: int,
         metrics: Metrics,
+        body_timeout: float = 10.0,
     ) -> None:
         self.app = app
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.body_timeout = body_timeout
         self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,8 +307,17 @@ class WebhookFastPath:
         chunks: list[bytes] = []
         size = 0
         more = True
+        # The whole body must arrive within body_timeout of the headers: a client that
+        # trickles it (or sends nothing) would otherwise hold the request open for ever.
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         while more:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.metrics.delivery("unverified", "rejected-408")
+                await _answer(send, 408, {"error": "the body arrived too slowly"}, close=True)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -240,20 +331,17 @@ class WebhookFastPath:
         await _answer(send, status, answer)
 
     async def _too_large(self, headers: Headers, send: Send) -> None:
-        self.metrics.delivery(headers.get("x-github-event", "unknown"), "rejected-413")
+        self.metrics.delivery("unverified", "rejected-413")
         await _answer(send, 413, {"error": f"payload larger than {self.max_body_bytes} bytes"})
 
 
-async def _answer(send: Send, status: int, answer: dict[str, Any]) -> None:
+async def _answer(send: Send, status: int, answer: dict[str, Any], *, close: bool = False) -> None:
     payload = json.dumps(answer).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

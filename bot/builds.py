@@ -4,16 +4,23 @@ A build is requested for a default-branch SHA. While it has not started, a newer
 it into a new build for the newer SHA (``superseded``): the workflow's concurrency group keeps
 only the newest pending run, and the ledger keeps the pull requests of both.
 
+The ledger also records what the App dispatched for each build (event, workflow id and path,
+branch, time, and the run id when GitHub returned one). A workflow run counts as the build only
+when it matches all of that (:func:`run_mismatch`): anyone who can open a pull request can start
+*some* workflow run, and its name, path or title prove nothing.
+
 States: requested -> running -> completed, or superseded.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ CREATE TABLE IF NOT EXISTS builds (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS builds_repo_sha ON builds (repo, sha);
+CREATE INDEX IF NOT EXISTS builds_repo_state ON builds (repo, state);
 CREATE TABLE IF NOT EXISTS build_prs (
     build_id INTEGER NOT NULL,
     pr INTEGER NOT NULL,
@@ -43,6 +51,24 @@ CREATE TABLE IF NOT EXISTS build_prs (
 """
 
 ACTIVE = ("requested", "running")
+#: Columns added after the first release (``ALTER TABLE`` on an older ledger).
+_DISPATCH_COLUMNS = {
+    "dispatch_event": "TEXT",
+    "workflow_id": "INTEGER",
+    "workflow_path": "TEXT",
+    "dispatch_branch": "TEXT",
+    "dispatched_at": "REAL",
+    "dispatch_run_id": "INTEGER",
+}
+_COLUMNS = (
+    "id, repo, sha, installation_id, state, check_run_id, run_id, run_url, failed_job_url,"
+    " conclusion, dispatch_event, workflow_id, workflow_path, dispatch_branch, dispatched_at,"
+    " dispatch_run_id"
+)
+#: GitHub's clock and ours may differ a little, and ``created_at`` has whole seconds.
+CLOCK_SKEW_SECONDS = 5.0
+#: A dispatched run is created at once; a matching run created later than this is not ours.
+DISPATCH_WINDOW_SECONDS = 600.0
 
 
 @dataclass
@@ -57,6 +83,12 @@ class BuildRecord:
     run_url: str | None
     failed_job_url: str | None
     conclusion: str | None
+    dispatch_event: str | None = None  # workflow_dispatch or repository_dispatch
+    workflow_id: int | None = None
+    workflow_path: str | None = None  # .github/workflows/<file>
+    dispatch_branch: str | None = None
+    dispatched_at: float | None = None  # the App's clock, just before the dispatch request
+    dispatch_run_id: int | None = None  # when GitHub answered the dispatch with the run's id
     prs: dict[int, list[str]] = field(default_factory=dict)  # PR number -> its leaf paths
 
 
@@ -69,6 +101,10 @@ class BuildLedger:
         )
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.executescript(_SCHEMA)
+        have = {str(row[1]) for row in self._conn.execute("PRAGMA table_info(builds)")}
+        for name, kind in _DISPATCH_COLUMNS.items():
+            if name not in have:
+                self._conn.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -76,9 +112,7 @@ class BuildLedger:
 
     def _get(self, where: str, args: tuple[Any, ...]) -> BuildRecord | None:
         row = self._conn.execute(
-            "SELECT id, repo, sha, installation_id, state, check_run_id, run_id, run_url,"
-            f" failed_job_url, conclusion FROM builds WHERE {where} ORDER BY id DESC LIMIT 1",
-            args,
+            f"SELECT {_COLUMNS} FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", args
         ).fetchone()
         if row is None:
             return None
@@ -99,8 +133,24 @@ class BuildLedger:
             return self._get("repo = ? AND sha = ? AND state != 'superseded'", (repo, sha))
 
     def by_run(self, repo: str, run_id: int) -> BuildRecord | None:
+        """The build a verified run was bound to (``run_id``) or dispatched as."""
         with self._lock:
-            return self._get("repo = ? AND run_id = ?", (repo, run_id))
+            return self._get(
+                "repo = ? AND (run_id = ? OR dispatch_run_id = ?)", (repo, run_id, run_id)
+            )
+
+    def awaiting(self, repo: str) -> list[BuildRecord]:
+        """Builds of ``repo`` that were dispatched and have not finished."""
+        with self._lock:
+            ids = [
+                int(r[0])
+                for r in self._conn.execute(
+                    "SELECT id FROM builds WHERE repo = ? AND state IN ('requested', 'running')"
+                    " AND dispatched_at IS NOT NULL ORDER BY id DESC LIMIT 20",
+                    (repo,),
+                )
+            ]
+            return [b for b in (self._get("id = ?", (i,)) for i in ids) if b is not None]
 
     def request(
         self, repo: str, sha: str, installation_id: int | None, prs: dict[int, list[str]]
@@ -161,6 +211,7 @@ class BuildLedger:
 
     def update(self, build_id: int, **fields: Any) -> None:
         allowed = {"state", "check_run_id", "run_id", "run_url", "failed_job_url", "conclusion"}
+        allowed |= set(_DISPATCH_COLUMNS)
         if not fields or set(fields) - allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k} = ?" for k in fields)
@@ -169,3 +220,59 @@ class BuildLedger:
                 f"UPDATE builds SET {assignments}, updated_at = ? WHERE id = ?",
                 (*fields.values(), time.time(), build_id),
             )
+
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def claimed_sha(run: dict[str, Any]) -> str:
+    """The commit a build run says it builds: the last word of its title (the workflow's
+    ``run-name: labbot build <sha>``), else the commit it ran on."""
+    words = str(run.get("display_title") or "").split()
+    if words and _SHA.fullmatch(words[-1]):
+        return words[-1]
+    return str(run.get("head_sha") or "")
+
+
+def _timestamp(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def run_mismatch(build: BuildRecord, run: dict[str, Any], repo: str) -> str | None:
+    """Why ``run`` (a workflow run as GitHub's API describes it) is not the run the App
+    dispatched for ``build``; ``None`` when it matches everything that was recorded.
+
+    Every check is needed: a fork's pull request can add a workflow with any name, path or
+    ``run-name`` (so its run can claim any title), and people with write access can dispatch
+    the build workflow themselves, on another branch or for another commit.
+    """
+    if build.dispatched_at is None or not build.dispatch_event or not build.workflow_path:
+        return "the App recorded no dispatch for this build"
+    if build.dispatch_run_id is not None and run.get("id") != build.dispatch_run_id:
+        return f"the dispatch started run {build.dispatch_run_id}, not {run.get('id')}"
+    if run.get("event") != build.dispatch_event:
+        return f"event {run.get('event')!r} is not {build.dispatch_event!r}"
+    if build.workflow_id is not None and run.get("workflow_id") != build.workflow_id:
+        return f"workflow {run.get('workflow_id')!r} is not {build.workflow_id}"
+    path, _, ref = str(run.get("path") or "").partition("@")
+    branch = build.dispatch_branch or ""
+    if path != build.workflow_path or ref not in ("", branch, f"refs/heads/{branch}"):
+        return f"path {run.get('path')!r} is not {build.workflow_path!r}"
+    if run.get("head_branch") != branch:
+        return f"branch {run.get('head_branch')!r} is not {branch!r}"
+    head_repo = run.get("head_repository")
+    if not isinstance(head_repo, dict) or str(head_repo.get("full_name", "")).lower() != (
+        repo.lower()
+    ):
+        name = head_repo.get("full_name") if isinstance(head_repo, dict) else None
+        return f"head repository {name!r} is not {repo!r}"
+    created = _timestamp(run.get("created_at"))
+    earliest = build.dispatched_at - CLOCK_SKEW_SECONDS
+    if created is None or not earliest <= created <= earliest + DISPATCH_WINDOW_SECONDS:
+        return f"created at {run.get('created_at')!r}, not just after the dispatch"
+    if claimed_sha(run) != build.sha:
+        return f"it builds {claimed_sha(run)[:12]!r}, not {build.sha[:12]!r}"
+    return None

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -44,6 +45,31 @@ def load_private_key(pem: str) -> RSAPrivateKey:
     if not isinstance(key, RSAPrivateKey):
         raise ValueError("the private key is not an RSA key (GitHub Apps sign with RS256)")
     return key
+
+
+def seg(value: object) -> str:
+    """One URL path segment, percent-encoded: a ``/``, ``#``, ``?`` or ``%`` in a name a
+    contributor chose cannot change which resource a request reaches."""
+    return quote(str(value), safe="")
+
+
+def repo_path(repo: str) -> str:
+    """``/repos/{owner}/{repo}`` with both parts encoded."""
+    owner, _, name = repo.partition("/")
+    return f"/repos/{seg(owner)}/{seg(name)}"
+
+
+def file_path(path: str) -> str:
+    """A repository file path for the contents API: each segment encoded, slashes kept."""
+    return "/".join(seg(part) for part in path.split("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """Why a file could not be read at a ref (the reason is shown to the contributor)."""
+
+    reason: str
+    hint: str
 
 
 @dataclass
@@ -187,36 +213,75 @@ class GitHubClient:
         return self._bot_login
 
     def pull(self, inst: int | None, repo: str, number: int) -> dict[str, Any]:
-        _, data = self.request(inst, "GET", f"/repos/{repo}/pulls/{number}")
+        _, data = self.request(inst, "GET", f"{repo_path(repo)}/pulls/{seg(number)}")
         return dict(data)
 
     def pull_files(self, inst: int | None, repo: str, number: int) -> list[dict[str, Any]]:
-        return list(self.paginate(inst, f"/repos/{repo}/pulls/{number}/files"))
+        return list(self.paginate(inst, f"{repo_path(repo)}/pulls/{seg(number)}/files"))
 
     def default_branch(self, inst: int | None, repo: str) -> str:
-        _, data = self.request(inst, "GET", f"/repos/{repo}")
+        _, data = self.request(inst, "GET", repo_path(repo))
         return str(data.get("default_branch") or "main")
 
     def file_at(self, inst: int | None, repo: str, path: str, ref: str) -> bytes | None:
-        """A file's bytes at ``ref``, or ``None`` when it does not exist (or is a folder)."""
+        """A file's bytes at ``ref``, or ``None`` when it is not a readable regular file there
+        (missing, a folder, a symbolic link, a submodule)."""
+        found = self.read_file(inst, repo, path, ref)
+        return found if isinstance(found, bytes) else None
+
+    def read_file(
+        self, inst: int | None, repo: str, path: str, ref: str, max_bytes: int | None = None
+    ) -> bytes | Unreadable:
+        """A regular file's bytes at ``ref``, or why they cannot be had.
+
+        A symbolic link is never followed: GitHub answers a link to a file of the repository
+        with that file (under the target's own ``path``) and any other link with a ``symlink``
+        object; both are reported. A file over ``max_bytes`` is not downloaded.
+        """
+        short = ref[:7]
         try:
             _, data = self.request(
-                inst, "GET", f"/repos/{repo}/contents/{path}", params={"ref": ref}
+                inst, "GET", f"{repo_path(repo)}/contents/{file_path(path)}", params={"ref": ref}
             )
         except NotFound:
-            return None
-        if not isinstance(data, dict) or data.get("type") != "file":
-            return None
+            return Unreadable(
+                f"this file could not be read at {short}: GitHub has no file at this path",
+                "Push the file again; if it was renamed or deleted, check the pull request's "
+                "file list.",
+            )
+        if isinstance(data, list):
+            return Unreadable(
+                "this is a folder, not a file",
+                "A taxonomy leaf is a file named qna.yaml; rename the folder.",
+            )
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "symlink" or (kind == "file" and data.get("path") != path):
+            target = data.get("target") or data.get("path") or "?"
+            return Unreadable(
+                f"this is a symbolic link (to {str(target)[:200]}), which labbot does not follow",
+                "Commit the file itself instead of a link (git rm the link, copy the file).",
+            )
+        if kind != "file":
+            return Unreadable(
+                f"this is not a file (GitHub reports a {str(kind)[:40]})",
+                "A taxonomy leaf is a regular file named qna.yaml.",
+            )
+        size = data.get("size")
+        if max_bytes is not None and isinstance(size, int) and size > max_bytes:
+            return Unreadable(
+                f"the file is {size:,} bytes; the limit is {max_bytes:,}",
+                "Split the contribution or shorten the contexts; no real qna.yaml needs this much.",
+            )
         if data.get("encoding") == "base64" and data.get("content") is not None:
             return base64.b64decode(data["content"])
-        _, blob = self.request(inst, "GET", f"/repos/{repo}/git/blobs/{data['sha']}")
+        _, blob = self.request(inst, "GET", f"{repo_path(repo)}/git/blobs/{seg(data['sha'])}")
         return base64.b64decode(blob["content"])
 
     def create_check_run(self, inst: int | None, repo: str, sha: str, name: str) -> int:
         _, data = self.request(
             inst,
             "POST",
-            f"/repos/{repo}/check-runs",
+            f"{repo_path(repo)}/check-runs",
             body={"name": name, "head_sha": sha, "status": "in_progress"},
         )
         return int(data["id"])
@@ -244,11 +309,22 @@ class GitHubClient:
             body: dict[str, Any] = {"output": output}
             if i == len(batches) - 1:
                 body.update(status="completed", conclusion=conclusion)
-            self.request(inst, "PATCH", f"/repos/{repo}/check-runs/{run_id}", body=body)
+            self.request(inst, "PATCH", f"{repo_path(repo)}/check-runs/{seg(run_id)}", body=body)
+
+    def reopen_check_run(self, inst: int | None, repo: str, run_id: int) -> None:
+        """Put a completed check run back ``in_progress`` (a retried or repeated validation)."""
+        self.request(
+            inst,
+            "PATCH",
+            f"{repo_path(repo)}/check-runs/{seg(run_id)}",
+            body={"status": "in_progress"},
+        )
 
     def check_runs_for(self, inst: int | None, repo: str, ref: str, name: str) -> list[Any]:
         return list(
-            self.paginate(inst, f"/repos/{repo}/commits/{ref}/check-runs", {"check_name": name})
+            self.paginate(
+                inst, f"{repo_path(repo)}/commits/{seg(ref)}/check-runs", {"check_name": name}
+            )
         )
 
     def find_stickies(
@@ -258,34 +334,42 @@ class GitHubClient:
         login = self.bot_login()
         return [
             dict(comment)
-            for comment in self.paginate(inst, f"/repos/{repo}/issues/{number}/comments")
+            for comment in self.paginate(inst, f"{repo_path(repo)}/issues/{seg(number)}/comments")
             if marker in (comment.get("body") or "")
             and comment.get("user", {}).get("login") == login
         ]
 
     def create_comment(self, inst: int | None, repo: str, number: int, body: str) -> int:
         _, data = self.request(
-            inst, "POST", f"/repos/{repo}/issues/{number}/comments", body={"body": body}
+            inst, "POST", f"{repo_path(repo)}/issues/{seg(number)}/comments", body={"body": body}
         )
         return int(data["id"])
 
     def edit_comment(self, inst: int | None, repo: str, comment_id: int, body: str) -> None:
         self.request(
-            inst, "PATCH", f"/repos/{repo}/issues/comments/{comment_id}", body={"body": body}
+            inst,
+            "PATCH",
+            f"{repo_path(repo)}/issues/comments/{seg(comment_id)}",
+            body={"body": body},
         )
 
     def delete_comment(self, inst: int | None, repo: str, comment_id: int) -> None:
-        self.request(inst, "DELETE", f"/repos/{repo}/issues/comments/{comment_id}")
+        self.request(inst, "DELETE", f"{repo_path(repo)}/issues/comments/{seg(comment_id)}")
 
     def add_labels(self, inst: int | None, repo: str, number: int, labels: list[str]) -> None:
         if labels:
             self.request(
-                inst, "POST", f"/repos/{repo}/issues/{number}/labels", body={"labels": labels}
+                inst,
+                "POST",
+                f"{repo_path(repo)}/issues/{seg(number)}/labels",
+                body={"labels": labels},
             )
 
     def permission(self, inst: int | None, repo: str, user: str) -> str:
         try:
-            _, data = self.request(inst, "GET", f"/repos/{repo}/collaborators/{user}/permission")
+            _, data = self.request(
+                inst, "GET", f"{repo_path(repo)}/collaborators/{seg(user)}/permission"
+            )
         except NotFound:
             return "none"
         return str(data.get("permission") or "none")
@@ -294,12 +378,12 @@ class GitHubClient:
         self.request(
             inst,
             "POST",
-            f"/repos/{repo}/issues/comments/{comment_id}/reactions",
+            f"{repo_path(repo)}/issues/comments/{seg(comment_id)}/reactions",
             body={"content": content},
         )
 
     def open_pulls(self, inst: int | None, repo: str) -> list[dict[str, Any]]:
-        return list(self.paginate(inst, f"/repos/{repo}/pulls", {"state": "open"}))
+        return list(self.paginate(inst, f"{repo_path(repo)}/pulls", {"state": "open"}))
 
     def installations(self) -> list[dict[str, Any]]:
         return list(self.paginate(None, "/app/installations"))
@@ -314,7 +398,7 @@ class GitHubClient:
         self.request(
             inst,
             "POST",
-            f"/repos/{repo}/actions/workflows/{workflow}/dispatches",
+            f"{repo_path(repo)}/actions/workflows/{seg(workflow)}/dispatches",
             body={"ref": ref, "inputs": inputs},
         )
 
@@ -324,12 +408,14 @@ class GitHubClient:
         self.request(
             inst,
             "POST",
-            f"/repos/{repo}/dispatches",
+            f"{repo_path(repo)}/dispatches",
             body={"event_type": event_type, "client_payload": payload},
         )
 
     def run_artifacts(self, inst: int | None, repo: str, run_id: int) -> list[dict[str, Any]]:
-        _, data = self.request(inst, "GET", f"/repos/{repo}/actions/runs/{run_id}/artifacts")
+        _, data = self.request(
+            inst, "GET", f"{repo_path(repo)}/actions/runs/{seg(run_id)}/artifacts"
+        )
         return list(data.get("artifacts", []))
 
     def download_artifact(
@@ -341,9 +427,9 @@ class GitHubClient:
 
         gh = self._github(inst)
         status, headers, _ = gh.requester.requestJson(
-            "GET", f"/repos/{repo}/actions/artifacts/{artifact_id}/zip"
+            "GET", f"{repo_path(repo)}/actions/artifacts/{seg(artifact_id)}/zip"
         )
-        self._metrics.github_call(_route(f"/repos/{repo}/actions/artifacts/1/zip"), status)
+        self._metrics.github_call(_route("/repos/o/r/actions/artifacts/1/zip"), status)
         location = {k.lower(): v for k, v in headers.items()}.get("location")
         if status != 302 or not location:
             raise GitHubError(status, "artifact download did not redirect", retryable=status >= 500)
@@ -362,15 +448,30 @@ class GitHubClient:
         return list(data or [])
 
     def redeliver(self, delivery_id: int) -> None:
-        self.request(None, "POST", f"/app/hook/deliveries/{delivery_id}/attempts")
+        self.request(None, "POST", f"/app/hook/deliveries/{seg(delivery_id)}/attempts")
+
+
+#: The literal words of the API paths labbot calls; any other segment is a name or a number.
+_ROUTE_WORDS = frozenset(
+    "app hook deliveries attempts installations installation repositories repos pulls files "
+    "contents git blobs check-runs commits issues comments labels collaborators permission "
+    "reactions actions workflows dispatches runs artifacts zip access_tokens".split()
+)
 
 
 def _route(url: str) -> str:
-    """A low-cardinality label for metrics: numbers and names replaced by placeholders."""
-    parts = url.split("?")[0].split("/")
-    if len(parts) > 3 and parts[1] == "repos":
-        parts[2:4] = ["{owner}", "{repo}"]
-    return "/".join("{n}" if p.isdigit() or (len(p) == 40 and p.isalnum()) else p for p in parts)
+    """A bounded label for metrics: API words kept, every other segment a placeholder, and
+    nothing after ``contents`` (a file path a contributor chose)."""
+    out: list[str] = []
+    for part in url.split("?")[0].split("/")[1:]:
+        if part in _ROUTE_WORDS:
+            out.append(part)
+            if part == "contents":
+                out.append("{path}")
+                break
+        elif not out or out[-1] != "{x}":
+            out.append("{x}")
+    return "/" + "/".join(out)
 
 
 def _classify(exc: GithubException) -> GitHubError:

@@ -17,10 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot import render
-from bot.builds import BuildLedger, BuildRecord
+from bot import markup, render
+from bot.builds import BuildLedger, BuildRecord, run_mismatch
 from bot.errors import GitHubError
-from bot.github import GitHubClient
+from bot.github import GitHubClient, Unreadable, repo_path, seg
+from bot.isolation import (
+    STOPPED_RULE,
+    UNREADABLE_RULE,
+    IsolatedValidator,
+    ValidatorFailed,
+    failed,
+)
+from bot.limits import CommandLimits, PreviewLimits, minutes
 from bot.metrics import Metrics
 from bot.queue import Job, JobQueue, JobSpec
 from bot.webhook import VALIDATE_CHECK
@@ -28,7 +36,15 @@ from pipeline.config import CONFIG_PATH, RepoConfig, parse_config
 from pipeline.discover import is_candidate
 from pipeline.errors import ConfigError
 from pipeline.findings import FileResult
-from pipeline.validate import ATTRIBUTION, PROFILES, validate_bytes
+from pipeline.validate import (
+    ATTRIBUTION,
+    NOT_LOOKED_UP,
+    PROFILES,
+    Profile,
+    _Missing,
+    kind_from_path,
+    validate_bytes,
+)
 
 if TYPE_CHECKING:
     from pipeline.teacher import Teacher
@@ -65,6 +81,12 @@ class Context:
     cache_dir: Path | None = None
     preview_seconds: float = 300.0
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+    #: Validates contributors' files in child processes; None validates in this process.
+    validator: IsolatedValidator | None = None
+    validate_seconds: float = 30.0
+    #: Cached permissions, answered refusals, preview counts; None: no caching, no limits.
+    limits: CommandLimits | None = None
+    preview_limits: PreviewLimits = field(default_factory=PreviewLimits)
 
 
 class Superseded(Exception):
@@ -144,15 +166,20 @@ def validate_pull(job: Job, ctx: Context, head_sha: str | None = None) -> str:
     ]
     results: list[FileResult] = []
     profile = PROFILES[config.profile]
+    # One time limit for the whole pull request: a file that hangs the validator, or many
+    # slow ones, cannot hold a worker longer than this.
+    deadline = time.monotonic() + ctx.validate_seconds
     for f in files:
         path = str(f["filename"])
-        raw = client.file_at(inst, repo, path, sha)
-        if raw is None:
+        kind = kind_from_path(path)
+        found = client.read_file(inst, repo, path, sha, max_bytes=config.max_file_bytes)
+        if isinstance(found, Unreadable):
+            results.append(failed(path, kind, UNREADABLE_RULE, found.reason, found.hint))
             continue
         attribution = client.file_at(
             inst, repo, posixpath.join(posixpath.dirname(path), ATTRIBUTION), sha
         )
-        results.append(validate_bytes(raw, path, profile, config, attribution))
+        results.append(_validate(ctx, found, path, kind, profile, config, attribution, deadline))
     _check_superseded(job, ctx)
 
     out = render.check_output(results, {})
@@ -169,11 +196,57 @@ def validate_pull(job: Job, ctx: Context, head_sha: str | None = None) -> str:
         _upsert_sticky(
             ctx, inst, repo, number, "validate", render.validation_section(results, {}, sha)
         )
-        labels = sorted({LABELS[r.kind] for r in results if r.kind in LABELS})
+        labels = sorted({LABELS[k] for r in results if (k := r.kind) in LABELS})
         client.add_labels(inst, repo, number, labels)
         if out.conclusion == "success" and _auto_preview(ctx, inst, repo, number, config):
-            ctx.queue.enqueue(JobSpec("preview", repo, number, sha, inst, {"reason": "auto"}))
+            refused = preview_wait(ctx, inst, repo, number)
+            if refused is None:
+                ctx.queue.enqueue(JobSpec("preview", repo, number, sha, inst, {"reason": "auto"}))
+            else:
+                _upsert_sticky(
+                    ctx, inst, repo, number, "preview", render.preview_unavailable(refused)
+                )
     return out.conclusion
+
+
+def _validate(
+    ctx: Context,
+    raw: bytes,
+    path: str,
+    kind: str | None,
+    profile: Profile,
+    config: RepoConfig,
+    attribution: bytes | None | _Missing,
+    deadline: float,
+) -> FileResult:
+    """One file's verdict from the isolated validator; a verdict of failure, with the reason,
+    when the validator gives none (it crashed, hung, ran out of memory or time)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        reason = (
+            f"the time limit of {ctx.validate_seconds:g} s for this pull request ran out "
+            "before this file"
+        )
+    else:
+        if ctx.validator is None:
+            return validate_bytes(raw, path, profile, config, attribution)
+        try:
+            return ctx.validator.validate(raw, path, profile, config, attribution, seconds=left)
+        except ValidatorFailed as exc:
+            log.warning("validation of %r gave no verdict: %s", path, exc.reason)
+            reason = exc.reason
+            if exc.timed_out:
+                reason = (
+                    f"timed out after {ctx.validate_seconds:g} s (the limit for one pull request)"
+                )
+    return failed(
+        path,
+        kind,
+        STOPPED_RULE,
+        f"could not be validated: {reason}",
+        "This is a limit or a fault of labbot, and may not be your file's; split very large "
+        "files, or ask a maintainer to look at the App's log. Push again to retry.",
+    )
 
 
 def _preview_settings(config: RepoConfig) -> dict[str, Any]:
@@ -199,9 +272,11 @@ def preview(job: Job, ctx: Context) -> str:
     """Generate a small sample budget from the PR's changed leaves and show it in the sticky
     comment. A teacher failure is reported there, never swallowed."""
     from pipeline.documents import read_documents
-    from pipeline.errors import PipelineError
+    from pipeline.errors import DocumentError, PipelineError
     from pipeline.generate import GenerateConfig, generate_leaf
     from pipeline.leaves import KNOWLEDGE, leaf_from_data
+    from pipeline.redact import redact
+    from pipeline.teacher import TeacherError
     from pipeline.yamlsource import compose, construct, decode
 
     spec = job.spec
@@ -239,7 +314,20 @@ def preview(job: Job, ctx: Context) -> str:
         if f.get("status") == "removed" or not _in_taxonomy(path, config):
             continue
         raw = client.file_at(inst, repo, path, sha)
-        if raw is None or not validate_bytes(raw, path, PROFILES["pr"], config).valid:
+        # Parsed here only once the isolated validator found it valid (see _validate).
+        if (
+            raw is None
+            or not _validate(
+                ctx,
+                raw,
+                path,
+                None,
+                PROFILES["pr"],
+                config,
+                NOT_LOOKED_UP,
+                time.monotonic() + ctx.validate_seconds,
+            ).valid
+        ):
             continue
         text, _ = decode(raw)
         node = compose(text)[0] if text is not None else None
@@ -276,13 +364,21 @@ def preview(job: Job, ctx: Context) -> str:
                 )
             )
     except PipelineError as exc:  # TeacherError, DocumentError, a missing embedded model
+        # The comment names the teacher's model, never its address, and never quotes the
+        # teacher server; the details (credentials masked) go to the App's log.
+        log.warning("preview of %s#%d failed: %s", repo, number, redact(str(exc)))
+        if isinstance(exc, TeacherError):
+            reason = exc.public
+        elif isinstance(exc, DocumentError):
+            reason = redact(str(exc))  # about the contributor's own document repository
+        else:
+            reason = "the teacher could not be started (the App's log says why)"
         _check_superseded(job, ctx)
-        _upsert_sticky(ctx, inst, repo, number, "preview", render.preview_unavailable(str(exc)))
+        _upsert_sticky(ctx, inst, repo, number, "preview", render.preview_unavailable(reason))
         return "preview-failed"
     _check_superseded(job, ctx)
-    _upsert_sticky(
-        ctx, inst, repo, number, "preview", render.preview_section(results, sha, teacher.identity)
-    )
+    body = render.preview_section(results, sha, teacher.public_name)
+    _upsert_sticky(ctx, inst, repo, number, "preview", body)
     return f"previewed {len(results)} leaves"
 
 
@@ -295,12 +391,7 @@ def _check_run(ctx: Context, inst: int | None, repo: str, sha: str) -> int:
         ):
             run_id = int(existing["id"])
             if existing.get("status") == "completed":
-                ctx.client.request(
-                    inst,
-                    "PATCH",
-                    f"/repos/{repo}/check-runs/{run_id}",
-                    body={"status": "in_progress"},
-                )
+                ctx.client.reopen_check_run(inst, repo, run_id)
             return run_id
     return ctx.client.create_check_run(inst, repo, sha, VALIDATE_CHECK)
 
@@ -330,29 +421,64 @@ def _upsert_sticky(
             ctx.client.delete_comment(inst, repo, int(extra["id"]))
 
 
+def _may_command(ctx: Context, inst: int | None, repo: str, user: str) -> bool:
+    """Whether ``user`` may run commands: write access, or the config's allowlist. The answer
+    is cached (``ctx.limits``) so that repeated commands cost no API call."""
+    cached = ctx.limits.permission(repo, user) if ctx.limits is not None else None
+    if cached is not None:
+        return cached
+    allowed = ctx.client.permission(inst, repo, user) in WRITE_ROLES
+    if not allowed:
+        try:
+            config = load_config(ctx, inst, repo)
+            commands = config.raw.get("commands")
+            allowlist = commands.get("allowed_users") if isinstance(commands, dict) else None
+            allowed = isinstance(allowlist, list) and any(
+                isinstance(u, str) and u.lower() == user.lower() for u in allowlist
+            )
+        except ConfigError:
+            allowed = False
+    if ctx.limits is not None:
+        ctx.limits.remember_permission(repo, user, allowed)
+    return allowed
+
+
+def preview_wait(ctx: Context, inst: int | None, repo: str, number: int) -> str | None:
+    """Count one preview of this pull request against the rate limits; ``None`` when it may
+    run, else why not and for how long (for the reply)."""
+    if ctx.limits is None:
+        return None
+    limits = ctx.preview_limits
+    wait = ctx.limits.take_preview(inst, repo, number, limits)
+    if wait is None:
+        return None
+    hours = limits.window_seconds / 3600
+    return (
+        f"previews are limited to {limits.per_pr} per pull request and "
+        f"{limits.per_installation} for this installation every {hours:g} hour(s); "
+        f"try again in {minutes(wait)} minutes"
+    )
+
+
 def command(job: Job, ctx: Context) -> str:
+    """Answer a ``/labbot`` command. Users without access get no work done and one answer per
+    pull request; previews are rate-limited per pull request and per installation."""
     spec = job.spec
     inst, repo, number = spec.installation_id, spec.repo, int(spec.pr or 0)
     payload: dict[str, Any] = spec.payload
     user = str(payload.get("user", ""))
     word = str(payload.get("command", "help"))
-    allowed = ctx.client.permission(inst, repo, user) in WRITE_ROLES
-    if not allowed:
-        try:
-            config = load_config(ctx, inst, repo)
-            allowlist = (config.raw.get("commands") or {}).get("allowed_users") or []
-            allowed = user in allowlist
-        except ConfigError:
-            allowed = False
-    if not allowed:
+    if not _may_command(ctx, inst, repo, user):
+        if ctx.limits is not None and not ctx.limits.first_refusal(repo, number, user):
+            return "unauthorized-again"
         _upsert_sticky(
             ctx,
             inst,
             repo,
             number,
             "command",
-            f"@{user}: `/labbot {word}` needs write access to this repository (or a place on "
-            "the `commands.allowed_users` list in `.github/labbot.yml`).",
+            f"@{user}: {markup.code('/labbot ' + word)} needs write access to this repository "
+            "(or a place on the `commands.allowed_users` list in `.github/labbot.yml`).",
         )
         return "unauthorized"
     comment_id = payload.get("comment_id")
@@ -366,10 +492,21 @@ def command(job: Job, ctx: Context) -> str:
             repo,
             number,
             "command",
-            f"@{user} asked for `/labbot check`: checking {head[:7]} again.",
+            f"@{user} asked for `/labbot check`: checking {markup.code(str(head)[:7])} again.",
         )
         return validate_pull(job, ctx, head_sha=str(head))
     if word == "preview":
+        refused = preview_wait(ctx, inst, repo, number)
+        if refused is not None:
+            _upsert_sticky(
+                ctx,
+                inst,
+                repo,
+                number,
+                "command",
+                f"@{user} asked for `/labbot preview`: not now, {refused}.",
+            )
+            return "preview-rate-limited"
         head = str(ctx.client.pull(inst, repo, number)["head"]["sha"])
         ctx.queue.enqueue(JobSpec("preview", repo, number, head, inst, {"reason": "command"}))
         _upsert_sticky(
@@ -378,7 +515,7 @@ def command(job: Job, ctx: Context) -> str:
             repo,
             number,
             "command",
-            f"@{user} asked for `/labbot preview`: generating samples for {head[:7]}.",
+            f"@{user} asked for `/labbot preview`: generating samples for {markup.code(head[:7])}.",
         )
         return "preview-queued"
     _upsert_sticky(ctx, inst, repo, number, "command", render.HELP)
@@ -425,6 +562,12 @@ def recover(job: Job, ctx: Context) -> str:
 
 BUILD_CHECK = "labbot/build"
 EVAL_ARTIFACT = "labbot-eval"
+#: Bounds on what a build's artifact may make labbot read.
+MAX_ARTIFACT_BYTES = 16 << 20
+MAX_JSON_BYTES = 4 << 20
+MAX_REPORT_CHARS = 20_000
+MAX_ROWS = 2_000
+MAX_FIELD_CHARS = 5_000
 
 
 def _build_settings(config: RepoConfig) -> dict[str, Any]:
@@ -471,27 +614,31 @@ def build_request(job: Job, ctx: Context) -> str:
                 conclusion="neutral",
                 title=f"Folded into build #{build.id}",
                 summary=f"A newer merge arrived before this build started; build #{build.id} "
-                f"of `{sha[:7]}` includes these changes.",
+                f"of {markup.code(sha[:7])} includes these changes.",
                 annotations=[],
             )
-    if is_new:
-        _, data = client.request(
-            inst,
-            "POST",
-            f"/repos/{repo}/check-runs",
-            body={
-                "name": BUILD_CHECK,
-                "head_sha": sha,
-                "status": "queued",
-                "output": {
-                    "title": f"Build #{build.id} queued",
-                    "summary": f"labbot dispatched the model build of `{sha[:7]}`.",
+    # A retried job (the dispatch failed on a transient error) dispatches what is still undone.
+    if is_new or (build.state == "requested" and build.dispatched_at is None):
+        check_run_id = build.check_run_id
+        if check_run_id is None:
+            _, data = client.request(
+                inst,
+                "POST",
+                f"{repo_path(repo)}/check-runs",
+                body={
+                    "name": BUILD_CHECK,
+                    "head_sha": sha,
+                    "status": "queued",
+                    "output": {
+                        "title": f"Build #{build.id} queued",
+                        "summary": f"labbot dispatched the model build of {markup.code(sha[:7])}.",
+                    },
                 },
-            },
-        )
-        ledger.update(build.id, check_run_id=int(data["id"]))
+            )
+            check_run_id = int(data["id"])
+            ledger.update(build.id, check_run_id=check_run_id)
         try:
-            _dispatch(ctx, inst, repo, sha, settings)
+            _dispatch(ctx, inst, repo, build, settings)
         except GitHubError as exc:
             if exc.retryable:
                 raise
@@ -500,10 +647,10 @@ def build_request(job: Job, ctx: Context) -> str:
             client.complete_check_run(
                 inst,
                 repo,
-                int(data["id"]),
+                check_run_id,
                 conclusion="failure",
                 title="Build could not start",
-                summary=reason,
+                summary=markup.truncate(markup.text(reason), markup.CHECK_SUMMARY_MAX),
                 annotations=[],
             )
             _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, sha, reason, None))
@@ -519,43 +666,112 @@ def _tell_prs(ctx: Context, inst: int | None, repo: str, build: BuildRecord, tex
 
 
 def _dispatch(
-    ctx: Context, inst: int | None, repo: str, sha: str, settings: dict[str, Any]
+    ctx: Context, inst: int | None, repo: str, build: BuildRecord, settings: dict[str, Any]
 ) -> None:
-    if settings.get("dispatch", "workflow_dispatch") == "repository_dispatch":
-        ctx.client.repository_dispatch(
-            inst, repo, str(settings.get("event_type", "labbot-build")), {"sha": sha}
+    """Start the build workflow, recording first what a run must match to count as this build.
+
+    The workflow is resolved through the API (its id and path); ``workflow_dispatch`` asks
+    GitHub for the new run's id as well. The record is written before the request, so that a
+    run whose events arrive before the request returns is still recognised.
+
+    Raises:
+        GitHubError: the workflow does not exist or the dispatch failed.
+    """
+    client, ledger = ctx.client, _ledger(ctx)
+    file = str(settings.get("workflow", "build-model.yml")).rsplit("/", 1)[-1]
+    event = (
+        "repository_dispatch"
+        if settings.get("dispatch") == "repository_dispatch"
+        else "workflow_dispatch"
+    )
+    branch = client.default_branch(inst, repo)
+    _, workflow = client.request(inst, "GET", f"{repo_path(repo)}/actions/workflows/{seg(file)}")
+    path = str(workflow.get("path") or "")
+    if path != f".github/workflows/{file}":
+        raise GitHubError(404, f"workflow {file!r} is at {path!r}, not .github/workflows/")
+    ledger.update(
+        build.id,
+        dispatch_event=event,
+        workflow_id=int(workflow["id"]),
+        workflow_path=path,
+        dispatch_branch=branch,
+        dispatched_at=time.time(),
+        dispatch_run_id=None,
+    )
+    try:
+        if event == "repository_dispatch":
+            client.repository_dispatch(
+                inst, repo, str(settings.get("event_type", "labbot-build")), {"sha": build.sha}
+            )
+            return
+        _, data = client.request(
+            inst,
+            "POST",
+            f"{repo_path(repo)}/actions/workflows/{int(workflow['id'])}/dispatches",
+            body={"ref": branch, "inputs": {"sha": build.sha}, "return_run_details": True},
         )
-        return
-    branch = ctx.client.default_branch(inst, repo)
-    workflow = str(settings.get("workflow", "build-model.yml")).rsplit("/", 1)[-1]
-    ctx.client.dispatch_workflow(inst, repo, workflow, branch, {"sha": sha})
+    except GitHubError as exc:
+        if exc.retryable:  # not dispatched: the retried job dispatches again
+            ledger.update(build.id, dispatched_at=None)
+        raise
+    run_id = data.get("workflow_run_id") if isinstance(data, dict) else None
+    if isinstance(run_id, int) and not isinstance(run_id, bool):
+        ledger.update(build.id, dispatch_run_id=run_id)
 
 
-def _run_sha(run: dict[str, Any]) -> str:
-    words = str(run.get("display_title") or "").split()
-    last = words[-1] if words else ""
-    if len(last) == 40 and all(c in "0123456789abcdef" for c in last):
-        return last
-    return str(run.get("head_sha") or "")
+def _is_build_workflow(run: dict[str, Any], build: BuildRecord) -> bool:
+    """A cheap first look at a webhook's run (no API call): could it be ``build``'s run?
+    A run passing it is verified in full against GitHub's API by :func:`_verified_run`."""
+    path = run.get("path")
+    return path is None or str(path).partition("@")[0] == build.workflow_path
 
 
-def _is_build_workflow(run: dict[str, Any]) -> bool:
-    path = str(run.get("path") or "")
-    return "build-model" in path or str(run.get("display_title") or "").startswith("labbot build")
+def _verified_run(
+    ctx: Context, inst: int | None, repo: str, run_id: int, hint: dict[str, Any] | None
+) -> tuple[BuildRecord, dict[str, Any]] | None:
+    """The build a workflow run belongs to, and the run as GitHub's API describes it; ``None``
+    (logged) when the run is not one the App dispatched. ``hint`` is the webhook's view of the
+    run, used only to skip the API call for runs of other workflows."""
+    ledger = _ledger(ctx)
+    bound = ledger.by_run(repo, run_id) if run_id else None
+    candidates = [bound] if bound is not None else ledger.awaiting(repo)
+    if hint is not None:
+        candidates = [b for b in candidates if _is_build_workflow(hint, b)]
+    if not run_id or not candidates:
+        log.info("workflow run %s of %s ignored: no build of the App awaits it", run_id, repo)
+        return None
+    _, run = ctx.client.request(inst, "GET", f"{repo_path(repo)}/actions/runs/{seg(run_id)}")
+    reasons = []
+    for build in candidates:
+        if build.state == "superseded":
+            reasons.append(f"build #{build.id} was folded into a newer one")
+            continue
+        why = run_mismatch(build, run, repo)
+        if why is None:
+            return build, run
+        reasons.append(f"build #{build.id}: {why}")
+    log.warning(
+        "workflow run %s of %s is not a build the App dispatched; ignored (%s)",
+        run_id,
+        repo,
+        "; ".join(reasons),
+    )
+    return None
 
 
 def build_status(job: Job, ctx: Context) -> str:
-    """Mirror the build workflow's run on the ``labbot/build`` check run and the PR comments."""
+    """Mirror the build workflow's run on the ``labbot/build`` check run and the PR comments,
+    once the run is proven to be the one the App dispatched."""
     spec = job.spec
     inst, repo = spec.installation_id, spec.repo
-    run: dict[str, Any] = spec.payload.get("run") or {}
-    if not _is_build_workflow(run):
+    hint: dict[str, Any] = spec.payload.get("run") or {}
+    raw_id = hint.get("id")
+    run_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
+    found = _verified_run(ctx, inst, repo, run_id, hint)
+    if found is None:
         return "not-a-build"
+    build, run = found
     ledger = _ledger(ctx)
-    run_id = int(run.get("id") or 0)
-    build = ledger.by_run(repo, run_id) or ledger.by_sha(repo, _run_sha(run))
-    if build is None or build.state == "superseded":
-        return "unknown-build"
     url = str(run.get("html_url") or "") or None
     client = ctx.client
     if run.get("status") != "completed":
@@ -566,13 +782,13 @@ def build_status(job: Job, ctx: Context) -> str:
             client.request(
                 inst,
                 "PATCH",
-                f"/repos/{repo}/check-runs/{build.check_run_id}",
+                f"{repo_path(repo)}/check-runs/{seg(build.check_run_id)}",
                 body={
                     "status": "in_progress",
                     "details_url": url,
                     "output": {
                         "title": f"Build #{build.id} running",
-                        "summary": f"[Workflow run]({url})",
+                        "summary": markup.inline_link("Workflow run", url),
                     },
                 },
             )
@@ -582,6 +798,8 @@ def build_status(job: Job, ctx: Context) -> str:
             )
         return "running"
     conclusion = str(run.get("conclusion") or "failure")
+    if build.state == "completed" and build.conclusion == conclusion and build.run_id == run_id:
+        return "already-recorded"
     ledger.update(build.id, state="completed", run_id=run_id, run_url=url, conclusion=conclusion)
     if conclusion != "success":
         fresh = ledger.get(build.id)
@@ -594,12 +812,26 @@ def build_status(job: Job, ctx: Context) -> str:
             build,
             "failure",
             f"Build #{build.id} failed",
-            f"{reason}. [Log]({log_url})",
+            f"{markup.text(reason)}. {markup.inline_link('Log', log_url)}",
         )
         _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, build.sha, reason, log_url))
         return "failed"
-    table, answers, summary = _build_results(ctx, inst, repo, run_id)
-    improved = sum(1 for r in table if r.get("improved"))
+    results = _build_results(ctx, inst, repo, run_id)
+    improved = sum(1 for r in results.table if r.get("improved") is True)
+    summary = [
+        f"{improved} of {len(results.table)} leaves improved. "
+        f"{markup.inline_link('Workflow run', url)}"
+    ]
+    summary += [f"- {markup.text(note)}" for note in results.notes]
+    if results.report:
+        summary += [
+            "",
+            "<details><summary>The build's report</summary>",
+            "",
+            markup.fenced(results.report, "markdown"),
+            "",
+            "</details>",
+        ]
     _finish_build_check(
         ctx,
         inst,
@@ -607,7 +839,7 @@ def build_status(job: Job, ctx: Context) -> str:
         build,
         "success",
         f"Build #{build.id}: model built",
-        f"{improved} of {len(table)} leaves improved. [Workflow run]({url})\n\n{summary}",
+        "\n".join(summary),
     )
     for number, leaves in build.prs.items():
         _upsert_sticky(
@@ -616,7 +848,7 @@ def build_status(job: Job, ctx: Context) -> str:
             repo,
             number,
             "build",
-            render.build_result(build.id, build.sha, url, leaves, table, answers),
+            render.build_result(build.id, build.sha, url, leaves, results.table, results.answers),
         )
     return "completed"
 
@@ -630,6 +862,7 @@ def _finish_build_check(
     title: str,
     summary: str,
 ) -> None:
+    """Complete the build's check run; ``summary`` is Markdown labbot wrote (escaped)."""
     if build.check_run_id:
         ctx.client.complete_check_run(
             inst,
@@ -637,17 +870,96 @@ def _finish_build_check(
             build.check_run_id,
             conclusion=conclusion,
             title=title[:50],
-            summary=summary[:60000],
+            summary=markup.truncate(summary, markup.CHECK_SUMMARY_MAX),
             annotations=[],
         )
 
 
-def _build_results(
-    ctx: Context, inst: int | None, repo: str, run_id: int
-) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    """The evaluation the build uploaded as the ``labbot-eval`` artifact."""
-    import io
+@dataclass
+class BuildResults:
+    """What labbot takes from a build's evaluation artifact, checked and bounded."""
+
+    table: list[dict[str, Any]] = field(default_factory=list)
+    answers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    report: str = ""
+    notes: list[str] = field(default_factory=list)  # what was ignored, and why
+
+
+_NUMBERS = ("base_rouge_l", "phase2_rouge_l", "base_ref_loss", "phase2_ref_loss")
+_TEXTS = ("leaf", "question", "reference", "answer")
+
+
+def _clean_row(row: Any) -> dict[str, Any] | None:
+    """A row of ``leaves.json`` with the expected types, else ``None``."""
+    if not isinstance(row, dict) or not isinstance(row.get("leaf"), str):
+        return None
+    out: dict[str, Any] = {"leaf": row["leaf"][:MAX_FIELD_CHARS]}
+    for key in _NUMBERS:
+        value = row.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return None
+        out[key] = value
+    if not isinstance(row.get("improved", False), bool):
+        return None
+    out["improved"] = bool(row.get("improved", False))
+    return out
+
+
+def _clean_answer(item: Any) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        return None
+    if any(k in item and not isinstance(item[k], str) for k in _TEXTS):
+        return None
+    return {k: str(item.get(k, ""))[:MAX_FIELD_CHARS] for k in _TEXTS}
+
+
+def parse_results(files: dict[str, bytes]) -> BuildResults:
+    """Check the artifact's ``leaves.json``, ``answers.json`` and ``report.md`` (hostile:
+    anything that runs in the build can write them). Wrong shapes are dropped with a note."""
     import json
+
+    out = BuildResults()
+
+    def load(name: str, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            out.notes.append(f"{name} ignored: not JSON ({type(exc).__name__})")
+            return None
+
+    if "leaves.json" in files:
+        data = load("leaves.json", files["leaves.json"])
+        if data is not None and not isinstance(data, list):
+            out.notes.append("leaves.json ignored: not a list of rows")
+        elif isinstance(data, list):
+            rows = [_clean_row(r) for r in data[:MAX_ROWS]]
+            out.table = [r for r in rows if r is not None]
+            dropped = len(rows) - len(out.table) + max(0, len(data) - MAX_ROWS)
+            if dropped:
+                out.notes.append(f"leaves.json: {dropped} row(s) ignored (wrong types or too many)")
+    if "answers.json" in files:
+        data = load("answers.json", files["answers.json"])
+        if data is not None and not isinstance(data, dict):
+            out.notes.append("answers.json ignored: not an object")
+        elif isinstance(data, dict):
+            for phase in ("base", "phase2"):
+                items = data.get(phase, [])
+                if not isinstance(items, list):
+                    out.notes.append(f"answers.json: {phase!r} ignored: not a list")
+                    continue
+                cleaned = [_clean_answer(a) for a in items[:MAX_ROWS]]
+                out.answers[phase] = [a for a in cleaned if a is not None]
+                dropped = len(cleaned) - len(out.answers[phase]) + max(0, len(items) - MAX_ROWS)
+                if dropped:
+                    out.notes.append(f"answers.json: {dropped} {phase} answer(s) ignored")
+    if "report.md" in files:
+        out.report = files["report.md"].decode("utf-8", "replace")[:MAX_REPORT_CHARS]
+    return out
+
+
+def _build_results(ctx: Context, inst: int | None, repo: str, run_id: int) -> BuildResults:
+    """The evaluation the build uploaded as the ``labbot-eval`` artifact (bounded reads)."""
+    import io
     import zipfile
 
     artifacts = [
@@ -656,35 +968,56 @@ def _build_results(
         if a.get("name") == EVAL_ARTIFACT and not a.get("expired")
     ]
     if not artifacts:
-        return [], {}, "The build uploaded no evaluation artifact."
-    data = ctx.client.download_artifact(inst, repo, int(artifacts[0]["id"]))
-    table: list[dict[str, Any]] = []
-    answers: dict[str, Any] = {}
-    report = ""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for name in archive.namelist():
-            if name.endswith("eval/leaves.json") or name == "leaves.json":
-                table = json.loads(archive.read(name))
-            elif name.endswith("eval/answers.json") or name == "answers.json":
-                answers = json.loads(archive.read(name))
-            elif name.endswith("report.md"):
-                report = archive.read(name).decode("utf-8", "replace")
-    return table, answers, report[:20000]
+        return BuildResults(notes=["The build uploaded no evaluation artifact."])
+    try:
+        data = ctx.client.download_artifact(
+            inst, repo, int(artifacts[0]["id"]), max_bytes=MAX_ARTIFACT_BYTES
+        )
+    except GitHubError as exc:
+        if exc.retryable:
+            raise
+        return BuildResults(notes=[f"The evaluation artifact could not be read: {exc}"])
+    wanted = {"leaves.json": MAX_JSON_BYTES, "answers.json": MAX_JSON_BYTES}
+    files: dict[str, bytes] = {}
+    notes: list[str] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for info in archive.infolist()[:1000]:
+                name = info.filename
+                base = name.rsplit("/", 1)[-1]
+                key = base if base in wanted and name in (base, f"eval/{base}") else None
+                if key is None and base == "report.md":
+                    key = "report.md"
+                if key is None or key in files:
+                    continue
+                limit = wanted.get(key, MAX_REPORT_CHARS * 4)
+                with archive.open(info) as member:
+                    raw = member.read(limit + 1)  # never more, whatever the header claims
+                if len(raw) > limit:
+                    notes.append(f"{key} ignored: larger than {limit} bytes")
+                    continue
+                files[key] = raw
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, NotImplementedError) as exc:
+        return BuildResults(notes=[f"The evaluation artifact is not a readable zip: {exc}"])
+    results = parse_results(files)
+    results.notes[:0] = notes
+    return results
 
 
 def build_job(job: Job, ctx: Context) -> str:
     """Remember the failing job of a build, so the failure links to its log (and update the
-    comments when the run's completion was handled first)."""
+    comments when the run's completion was handled first). Only jobs of a verified run count."""
     info: dict[str, Any] = job.spec.payload.get("job") or {}
-    ledger = _ledger(ctx)
     repo, inst = job.spec.repo, job.spec.installation_id
-    build = ledger.by_run(repo, int(info.get("run_id") or 0)) or ledger.by_sha(
-        repo, str(info.get("head_sha") or "")
-    )
-    if build is None:
-        return "unknown-build"
+    raw_id = info.get("run_id")
+    run_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else 0
+    found = _verified_run(ctx, inst, repo, run_id, None)
+    if found is None:
+        return "not-a-build"
+    build, _ = found
+    ledger = _ledger(ctx)
     url = str(info.get("html_url") or "") or None
-    ledger.update(build.id, failed_job_url=url, run_id=int(info.get("run_id") or 0) or build.run_id)
+    ledger.update(build.id, failed_job_url=url, run_id=run_id)
     if build.state == "completed" and build.conclusion not in (None, "success"):
         reason = f"the workflow run ended with '{build.conclusion}'"
         _tell_prs(ctx, inst, repo, build, render.build_failed(build.id, build.sha, reason, url))

@@ -37,8 +37,23 @@ def _labels(pairs: dict[str, str]) -> str:
     return "{" + inner + "}" if inner else ""
 
 
+#: Most label sets one metric family keeps; later new ones are counted under "other".
+MAX_SERIES = 200
+OTHER = "other"
+
+
+def _key(table: dict[tuple[str, str], int], key: tuple[str, str]) -> tuple[str, str]:
+    """``key``, or the overflow key once ``table`` holds :data:`MAX_SERIES` label sets: no
+    sequence of requests can grow ``/metrics`` without bound."""
+    if key in table or len(table) < MAX_SERIES:
+        return key
+    return (OTHER, OTHER)
+
+
 class Metrics:
-    """Thread-safe counters and histograms for the App."""
+    """Thread-safe counters and histograms for the App. Label values come from the App's own
+    vocabulary (event names it knows, job kinds, API routes with names removed), and each
+    family is capped at :data:`MAX_SERIES` label sets besides."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -51,18 +66,20 @@ class Metrics:
 
     def delivery(self, event: str, outcome: str, seconds: float | None = None) -> None:
         with self._lock:
-            self.deliveries[(event, outcome)] += 1
+            self.deliveries[_key(self.deliveries, (event, outcome))] += 1
             if seconds is not None:
                 self.ack.observe(seconds)
 
     def job(self, kind: str, outcome: str, seconds: float) -> None:
         with self._lock:
-            self.jobs[(kind, outcome)] += 1
+            self.jobs[_key(self.jobs, (kind, outcome))] += 1
+            if kind not in self.job_seconds and len(self.job_seconds) >= MAX_SERIES:
+                kind = OTHER
             self.job_seconds.setdefault(kind, _Histogram(JOB_BUCKETS)).observe(seconds)
 
     def github_call(self, route: str, status: int) -> None:
         with self._lock:
-            self.github_calls[(route, str(status))] += 1
+            self.github_calls[_key(self.github_calls, (route, str(status)))] += 1
 
     def render(self, queue_depth: int, oldest_age: float, by_state: dict[str, int]) -> str:
         out: list[str] = []

@@ -196,6 +196,8 @@ class DeliveryRecord:
     action: str | None
     jobs: tuple[JobSpec, ...]
     coalesce_done_within: float = 0.0
+    #: Recorded as the delivery's outcome instead of ``queued``/``no_jobs`` (a refusal's reason).
+    outcome: str | None = None
 
 
 @dataclass(frozen=True)
@@ -453,7 +455,7 @@ class JobQueue:
                 record.event,
                 record.action,
                 now,
-                "queued" if record.jobs else "no_jobs",
+                record.outcome or ("queued" if record.jobs else "no_jobs"),
                 len(record.jobs),
             ),
         ).fetchone()
@@ -752,19 +754,36 @@ class JobQueue:
             duplicate_deliveries=int(duplicates),
         )
 
-    def purge(self, before: float) -> tuple[int, int]:
+    def purge(self, before: float, batch: int = 1000) -> tuple[int, int]:
         """Delete finished jobs (done, dead, superseded) finished before ``before`` and
-        deliveries received before it; ``(jobs, deliveries)`` deleted. A purged delivery id
-        would be processed again if redelivered, so keep ``before`` well in the past."""
-        with self._write() as conn:
-            jobs = conn.execute(
-                "DELETE FROM jobs WHERE state IN ('done', 'dead', 'superseded')"
-                " AND finished_at < ?",
-                (before,),
-            ).rowcount
-            deliveries = conn.execute(
-                "DELETE FROM deliveries WHERE received_at < ?", (before,)
-            ).rowcount
+        deliveries received before it; ``(jobs, deliveries)`` deleted. Pending and leased jobs
+        are kept, and so are the deliveries they came from. Rows go in transactions of at most
+        ``batch``, so webhooks are never kept waiting long. A purged delivery id would be
+        processed again if redelivered, so keep ``before`` well in the past (GitHub keeps its
+        delivery log for 3 days)."""
+        jobs = deliveries = 0
+        while True:
+            with self._write() as conn:
+                n = conn.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs"
+                    " WHERE state IN ('done', 'dead', 'superseded') AND finished_at < ? LIMIT ?)",
+                    (before, batch),
+                ).rowcount
+            jobs += n
+            if n < batch:
+                break
+        while True:
+            with self._write() as conn:
+                n = conn.execute(
+                    "DELETE FROM deliveries WHERE delivery_id IN (SELECT delivery_id"
+                    " FROM deliveries WHERE received_at < ? AND delivery_id NOT IN"
+                    " (SELECT delivery_id FROM jobs WHERE state IN ('pending', 'leased')"
+                    " AND delivery_id IS NOT NULL) LIMIT ?)",
+                    (before, batch),
+                ).rowcount
+            deliveries += n
+            if n < batch:
+                break
         return jobs, deliveries
 
 

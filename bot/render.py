@@ -8,17 +8,21 @@ only its own part.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.findings import FileResult, Severity
+from bot import markup
+from bot.isolation import UNCHECKED_RULES
+from pipeline.findings import FileResult, Finding, Severity
 
 STICKY_MARKER = "<!-- labbot:sticky -->"
 MAX_SUMMARY = 65_000  # GitHub's limit is 65,535 characters
 MAX_TITLE = 50
 DOCS_URL = "https://github.com/labbot-dev/labbot#rules"
 SECTION_ORDER = ("validate", "command", "preview", "build")
+MAX_SECTION = 15_000  # one sticky-comment section; four of them fit in a comment
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,48 +41,92 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
 
 
+#: Annotations on one check run, in all (GitHub takes 50 per request).
+MAX_ANNOTATIONS = 200
+#: Annotations, and comment rows, of one rule in one file; the rest are counted.
+PER_RULE = 10
+#: Comment rows of one file.
+ROWS_PER_FILE = 50
+
+
+def _shown(v: FileResult, limit: int, taken: int = 0, budget: int | None = None) -> list[Finding]:
+    """The findings of ``v`` to show: at most ``limit`` per rule, at most ``budget`` in all."""
+    seen: Counter[str] = Counter()
+    out: list[Finding] = []
+    for f in v.findings:
+        if budget is not None and taken + len(out) >= budget:
+            break
+        seen[f.rule] += 1
+        if seen[f.rule] <= limit:
+            out.append(f)
+    return out
+
+
+def _hidden(v: FileResult, shown: Sequence[Finding]) -> list[tuple[str, int, int]]:
+    """Per rule: (rule, findings in all, findings not shown), for rules with hidden ones."""
+    total: Counter[str] = Counter(f.rule for f in v.findings)
+    total.update(v.omitted)
+    seen = Counter(f.rule for f in shown)
+    return [(rule, n, n - seen[rule]) for rule, n in sorted(total.items()) if n > seen[rule]]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def check_output(results: Sequence[FileResult], repo_paths: dict[str, str]) -> CheckOutput:
     """The ``labbot/validate`` check run for a set of results.
 
     ``repo_paths`` maps each result's path to the path in the repository (for annotations).
+    At most :data:`PER_RULE` findings of one rule in one file and :data:`MAX_ANNOTATIONS` in
+    all are annotated; the summary says how many more there are.
     """
     if not results:
         return CheckOutput(
             "skipped", "No taxonomy files changed", "This pull request changes no qna.yaml.", []
         )
-    errors = sum(r.errors for r in results)
-    warnings = sum(r.warnings for r in results)
-    invalid = [r for r in results if not r.valid]
+    verdicts = results
+    errors = sum(v.errors for v in verdicts)
+    warnings = sum(v.warnings for v in verdicts)
+    invalid = [v for v in verdicts if not v.valid]
     if invalid:
-        title = _title(f"{errors} problem{'s' if errors != 1 else ''} in {len(invalid)} file(s)")
+        title = _title(f"{_count(errors, 'problem')} in {len(invalid)} file(s)")
         conclusion = "failure"
     else:
         title = _title(
-            f"{len(results)} file(s) valid" + (f", {warnings} warning(s)" if warnings else "")
+            f"{len(verdicts)} file(s) valid" + (f", {warnings:,} warning(s)" if warnings else "")
         )
         conclusion = "success"
     lines = [
-        f"labbot checked {len(results)} taxonomy file(s): **{len(results) - len(invalid)} valid, "
-        f"{len(invalid)} invalid** ({errors} errors, {warnings} warnings).",
+        f"labbot checked {len(verdicts)} taxonomy file(s): **{len(verdicts) - len(invalid)} "
+        f"valid, {len(invalid)} invalid** ({errors:,} errors, {warnings:,} warnings).",
         "",
         "| file | kind | result |",
         "|---|---|---|",
     ]
-    for r in results:
-        verdict = "valid" if r.valid else f"{r.errors} error(s)"
-        if r.warnings:
-            verdict += f", {r.warnings} warning(s)"
-        lines.append(f"| `{_cell(repo_paths.get(r.path, r.path))}` | {r.kind or '?'} | {verdict} |")
-    lines += ["", f"Each problem is annotated on its line in *Files changed*. Rules: {DOCS_URL}"]
-    summary = "\n".join(lines)
-    if len(summary) > MAX_SUMMARY:
-        summary = summary[: MAX_SUMMARY - 20] + "\n\n(truncated)"
-    annotations = []
-    for r in results:
-        for f in r.findings:
+    for v in verdicts:
+        verdict = "valid" if v.valid else f"{v.errors:,} error(s)"
+        if v.warnings:
+            verdict += f", {v.warnings:,} warning(s)"
+        path = repo_paths.get(v.path, v.path)
+        lines.append(f"| {markup.cell_code(path)} | {v.kind or '?'} | {verdict} |")
+    annotations: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for v in verdicts:
+        path = repo_paths.get(v.path, v.path)
+        shown = _shown(v, PER_RULE, len(annotations), MAX_ANNOTATIONS)
+        for f in v.findings:
+            if f.rule in UNCHECKED_RULES:
+                notes.append(f"- {markup.code(path)}: {markup.text(f.message)}")
+        for rule, total, hidden in _hidden(v, shown):
+            notes.append(
+                f"- {markup.code(path)}: {markup.code(rule)} found {total:,} times; "
+                f"{total - hidden:,} annotated, … and {hidden:,} more."
+            )
+        for f in shown:
             annotations.append(
                 {
-                    "path": repo_paths.get(r.path, r.path),
+                    "path": path,
                     "start_line": f.line,
                     "end_line": f.line,
                     "annotation_level": "failure" if f.severity is Severity.ERROR else "warning",
@@ -87,6 +135,10 @@ def check_output(results: Sequence[FileResult], repo_paths: dict[str, str]) -> C
                     "raw_details": f.hint[:1000] if f.hint else "",
                 }
             )
+    if notes:
+        lines += ["", *notes]
+    lines += ["", f"Each problem is annotated on its line in *Files changed*. Rules: {DOCS_URL}"]
+    summary = markup.truncate("\n".join(lines), MAX_SUMMARY)
     return CheckOutput(conclusion, title, summary, annotations)
 
 
@@ -95,7 +147,7 @@ def config_error_output(message: str) -> CheckOutput:
         "failure",
         "Invalid .github/labbot.yml",
         "labbot could not read this repository's configuration on the default branch:\n\n"
-        f"```\n{message[:6000]}\n```\n\nA maintainer must fix `.github/labbot.yml`.",
+        f"{markup.fenced(message[:6000])}\n\nA maintainer must fix `.github/labbot.yml`.",
         [],
     )
 
@@ -103,44 +155,51 @@ def config_error_output(message: str) -> CheckOutput:
 def validation_section(
     results: Sequence[FileResult], repo_paths: dict[str, str], head_sha: str
 ) -> str:
-    """The sticky comment's validation part: one friendly table per file."""
+    """The sticky comment's validation part: one friendly table per file, at most
+    :data:`PER_RULE` rows of one rule and :data:`ROWS_PER_FILE` in all, then "… and N more"."""
     if not results:
         return ""
-    invalid = [r for r in results if not r.valid]
+    verdicts = results
+    invalid = [v for v in verdicts if not v.valid]
     head = (
-        f"### ✅ All {len(results)} taxonomy file(s) are valid"
+        f"### ✅ All {len(verdicts)} taxonomy file(s) are valid"
         if not invalid
-        else f"### ❌ {len(invalid)} of {len(results)} taxonomy file(s) need changes"
+        else f"### ❌ {len(invalid)} of {len(verdicts)} taxonomy file(s) need changes"
     )
     out = [head, "", f"Checked at {head_sha[:7]}."]
-    for r in results:
-        path = repo_paths.get(r.path, r.path)
-        kind = (r.kind or "unknown").replace("_", " ")
-        if not r.findings:
-            out += ["", f"**`{_cell(path)}`** ({kind}): valid."]
+    for v in verdicts:
+        path = repo_paths.get(v.path, v.path)
+        kind = (v.kind or "unknown").replace("_", " ")
+        if not v.findings:
+            out += ["", f"**{markup.code(path)}** ({kind}): valid."]
             continue
         out += [
             "",
-            f"**`{_cell(path)}`** ({kind})",
+            f"**{markup.code(path)}** ({kind})",
             "",
             "| line | problem | how to fix |",
             "|---|---|---|",
         ]
-        for f in r.findings[:50]:
+        shown = _shown(v, PER_RULE, 0, ROWS_PER_FILE)
+        for f in shown:
             icon = "❌" if f.severity is Severity.ERROR else "⚠️"
-            out.append(f"| {f.line}:{f.column} | {icon} {_cell(f.message)} | {_cell(f.hint)} |")
-        if len(r.findings) > 50:
-            out.append(f"| | … and {len(r.findings) - 50} more (see the check run) | |")
-    return "\n".join(out)
+            out.append(
+                f"| {f.line}:{f.column} | {icon} {markup.cell(f.message)} | {markup.cell(f.hint)} |"
+            )
+        for rule, _, hidden in _hidden(v, shown):
+            out.append(
+                f"| | … and {hidden:,} more {markup.cell_code(rule)} (see the check run) | |"
+            )
+    return markup.truncate("\n".join(out), MAX_SECTION)
 
 
 def preview_section(results: Sequence[Any], head_sha: str, teacher: str, max_shown: int = 5) -> str:
     """The sticky comment's preview part: per leaf, the counts, the kept samples (collapsed)
-    and the rejected ones with the reason."""
+    and the rejected ones with the reason. Teacher output and paths are hostile text."""
     out = [
         f"### 🔎 Preview of generated samples ({head_sha[:7]})",
         "",
-        f"Teacher: `{_cell(teacher)}`. These are samples the teacher wrote from your seed "
+        f"Teacher: {markup.code(teacher)}. These are samples the teacher wrote from your seed "
         "examples; weak or off-topic ones point at seeds worth improving.",
         "",
     ]
@@ -148,61 +207,84 @@ def preview_section(results: Sequence[Any], head_sha: str, teacher: str, max_sho
         counts = r.counts()
         rejected = ", ".join(f"{k}: {v}" for k, v in counts["rejected"].items()) or "none"
         out += [
-            f"**`{_cell(r.leaf)}`** ({r.kind.replace('_', ' ')}): {counts['generated']} generated, "
-            f"**{counts['kept']} kept**, rejected by filter: {rejected}."
-            + (" (from cache)" if r.cached else ""),
+            f"**{markup.code(r.leaf)}** ({markup.text(r.kind.replace('_', ' '))}): "
+            f"{counts['generated']} generated, **{counts['kept']} kept**, rejected by filter: "
+            f"{markup.text(rejected)}." + (" (from cache)" if r.cached else ""),
             "",
         ]
         if r.errors:
-            out += [f"> {_cell('; '.join(r.errors))}", ""]
+            out += [f"> {markup.text('; '.join(r.errors))}", ""]
         kept = r.kept[:max_shown]
         if kept:
             out += ["<details><summary>Kept samples</summary>", ""]
-            for s in kept:
-                out += [f"- **Q:** {_cell(s.question)}", f"  **A:** {_cell(s.answer)}"]
-            out += ["", "</details>", ""]
+            for number, s in enumerate(kept, 1):
+                out += [
+                    f"**Q{number}.** {markup.text(s.question)}",
+                    "",
+                    markup.fenced(s.answer, "text"),
+                    "",
+                ]
+            out += ["</details>", ""]
         rejected_samples = [s for s in r.samples if not s.kept][:max_shown]
         if rejected_samples:
             out += ["<details><summary>Rejected samples and why</summary>", ""]
             for s in rejected_samples:
                 reason = next((f.get("reason", "") for f in s.filters if not f.get("passed")), "")
-                out.append(f"- {_cell(s.question)} — *{s.rejected_by}*: {_cell(reason)}")
+                out.append(
+                    f"- {markup.text(s.question)} — *{markup.text(str(s.rejected_by))}*: "
+                    f"{markup.text(str(reason))}"
+                )
             out += ["", "</details>", ""]
     if not results:
         out.append("No valid taxonomy leaf to preview.")
-    return "\n".join(out)
+    return markup.truncate("\n".join(out), MAX_SECTION)
 
 
 def preview_unavailable(reason: str) -> str:
-    return (
-        f"### 🔎 Preview unavailable\n\nPreview unavailable: {_cell(reason)}; retry with "
-        "`/labbot preview`."
+    return markup.truncate(
+        f"### 🔎 Preview unavailable\n\nPreview unavailable: {markup.text(reason)}; retry with "
+        "`/labbot preview`.",
+        MAX_SECTION,
     )
 
 
+def _no(build_id: int) -> str:
+    """``#N`` for labbot's own build numbers, which GitHub must not link to issue N."""
+    return f"#{markup.JOINER}{build_id}"
+
+
 def build_queued(build_id: int, sha: str, url: str | None) -> str:
-    link = f" ([details]({url}))" if url else ""
+    link = f" ({markup.inline_link('details', url)})" if url else ""
     return (
-        f"### 🏗️ Model build #{build_id}\n\nThis pull request is included in build #{build_id} "
-        f"of `{sha[:7]}`: queued{link}. Results will appear here."
+        f"### 🏗️ Model build {_no(build_id)}\n\n"
+        f"This pull request is included in build {_no(build_id)} "
+        f"of {markup.code(sha[:7])}: queued{link}. Results will appear here."
     )
 
 
 def build_running(build_id: int, sha: str, url: str | None) -> str:
-    link = f": [workflow run]({url})" if url else ""
-    return f"### 🏗️ Model build #{build_id}\n\nBuild #{build_id} of `{sha[:7]}` is running{link}."
+    link = f": {markup.inline_link('workflow run', url)}" if url else ""
+    return (
+        f"### 🏗️ Model build {_no(build_id)}\n\nBuild {_no(build_id)} of {markup.code(sha[:7])} "
+        f"is running{link}."
+    )
 
 
 def build_failed(build_id: int, sha: str, reason: str, url: str | None) -> str:
-    link = f" See the [log]({url})." if url else ""
-    return (
-        f"### ❌ Model build #{build_id} failed\n\nBuild #{build_id} of `{sha[:7]}` did not "
-        f"finish: {_cell(reason)}.{link} Maintainers can re-run the workflow once it is fixed."
+    link = f" See the {markup.inline_link('log', url)}." if url else ""
+    return markup.truncate(
+        f"### ❌ Model build {_no(build_id)} failed\n\n"
+        f"Build {_no(build_id)} of {markup.code(sha[:7])} "
+        f"did not finish: {markup.text(reason)}.{link} Maintainers can re-run the workflow once "
+        "it is fixed.",
+        MAX_SECTION,
     )
 
 
 def _num(value: Any) -> str:
-    return "–" if not isinstance(value, int | float) else f"{value:.3f}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "–"
+    return f"{value:.3f}"
 
 
 def build_result(
@@ -211,19 +293,20 @@ def build_result(
     url: str | None,
     leaves: Sequence[str],
     table: Sequence[dict[str, Any]],
-    answers: dict[str, Sequence[dict[str, Any]]],
+    answers: Mapping[str, Sequence[dict[str, Any]]],
 ) -> str:
-    """What a merged pull request's own leaves got from the new model."""
+    """What a merged pull request's own leaves got from the new model. ``table`` and
+    ``answers`` come from the build's artifact: hostile text, escaped here."""
 
     def mine(leaf: str) -> bool:
         return any(leaf == p or p.endswith("/" + leaf) or leaf.endswith(p) for p in leaves)
 
     rows = [r for r in table if mine(str(r.get("leaf", "")))]
-    link = f" ([workflow run]({url}))" if url else ""
+    link = f" ({markup.inline_link('workflow run', url)})" if url else ""
     out = [
-        f"### ✅ Model build #{build_id} finished",
+        f"### ✅ Model build {_no(build_id)} finished",
         "",
-        f"The model built from `{sha[:7]}`{link} includes this pull request.",
+        f"The model built from {markup.code(sha[:7])}{link} includes this pull request.",
     ]
     if not rows:
         out += ["", "No held-out questions of this pull request's leaves were evaluated."]
@@ -235,9 +318,9 @@ def build_result(
     ]
     for r in rows:
         out.append(
-            f"| `{_cell(str(r['leaf']))}` | {_num(r.get('base_rouge_l'))} | "
+            f"| {markup.cell_code(str(r['leaf']))} | {_num(r.get('base_rouge_l'))} | "
             f"{_num(r.get('phase2_rouge_l'))} | {_num(r.get('base_ref_loss'))} | "
-            f"{_num(r.get('phase2_ref_loss'))} | {'yes' if r.get('improved') else 'no'} |"
+            f"{_num(r.get('phase2_ref_loss'))} | {'yes' if r.get('improved') is True else 'no'} |"
         )
     final = [a for a in answers.get("phase2", []) if mine(str(a.get("leaf", "")))]
     base = {a.get("question"): a for a in answers.get("base", [])}
@@ -252,11 +335,12 @@ def build_result(
         for a in final[:20]:
             before = base.get(a.get("question"), {}).get("answer", "")
             out.append(
-                f"| {_cell(str(a.get('question')))} | {_cell(str(a.get('reference')))} | "
-                f"{_cell(str(before))} | {_cell(str(a.get('answer')))} |"
+                f"| {markup.cell(str(a.get('question', '')))} | "
+                f"{markup.cell(str(a.get('reference', '')))} | {markup.cell(str(before))} | "
+                f"{markup.cell(str(a.get('answer', '')))} |"
             )
         out += ["", "</details>"]
-    return "\n".join(out)
+    return markup.truncate("\n".join(out), MAX_SECTION)
 
 
 HELP = """### labbot commands
@@ -293,8 +377,7 @@ def sticky_body(sections: dict[str, str]) -> str:
                 f"<!-- labbot:section:{name} -->\n{sections[name]}\n<!-- /labbot:section:{name} -->"
             )
     parts.append("<sub>Updated in place by labbot. Commands: `/labbot help`.</sub>")
-    body = "\n\n".join(parts)
-    return body if len(body) <= MAX_SUMMARY else body[: MAX_SUMMARY - 20] + "\n\n(truncated)"
+    return markup.truncate("\n\n".join(parts), MAX_SUMMARY)
 
 
 def with_section(existing: str | None, name: str, text: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from bot.errors import SettingsError
 
 DEFAULT_API_URL = "https://api.github.com"
+MIN_RETENTION_DAYS = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +27,25 @@ class Settings:
     max_body_bytes: int = 25 * 1024 * 1024
     write_interval_seconds: float = 1.0
     lease_seconds: float = 60.0
-    teacher: str = "embedded"
+    teacher: str = field(default="embedded", repr=False)  # a URL may carry credentials
     teacher_concurrency: int = 4
     preview_seconds: float = 300.0
+    teacher_api_key: str = field(default="", repr=False)
+    teacher_timeout_seconds: float = 120.0
+    retention_days: float = 30.0
+    #: Time limit of one pull request's validation, and each validation child's memory.
+    validate_seconds: float = 30.0
+    validate_memory_mb: int = 1024
+    #: A webhook body not received this long after its headers is dropped (408).
+    body_timeout_seconds: float = 10.0
+    #: When set, ``GET /metrics`` needs ``Authorization: Bearer <token>``.
+    metrics_token: str = field(default="", repr=False)
+    #: How long a user's permission to run commands is cached.
+    permission_cache_seconds: float = 300.0
+    #: Previews allowed per pull request and per installation in each window.
+    preview_limit_per_pr: int = 3
+    preview_limit_per_installation: int = 30
+    preview_limit_window_seconds: float = 3600.0
 
     @property
     def cache_dir(self) -> Path:
@@ -101,6 +118,20 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         problems.append(f"LABBOT_JOB_LEASE_SECONDS must be a positive number, not {lease_text!r}")
         lease = 60.0
+    teacher_timeout = _positive(env, "LABBOT_TEACHER_TIMEOUT_SECONDS", 120.0, problems)
+    retention_days = _positive(env, "LABBOT_RETENTION_DAYS", 30.0, problems)
+    if retention_days < MIN_RETENTION_DAYS:
+        problems.append(
+            f"LABBOT_RETENTION_DAYS must be at least {MIN_RETENTION_DAYS:g}: recovery compares "
+            "GitHub's delivery log (3 days) with the deliveries labbot recorded"
+        )
+    validate_seconds = _positive(env, "LABBOT_VALIDATE_SECONDS", 30.0, problems)
+    validate_memory = _positive(env, "LABBOT_VALIDATE_MEMORY_MB", 1024, problems)
+    body_timeout = _positive(env, "LABBOT_BODY_TIMEOUT_SECONDS", 10.0, problems)
+    permission_cache = _positive(env, "LABBOT_PERMISSION_CACHE_SECONDS", 300.0, problems)
+    per_pr = _positive(env, "LABBOT_PREVIEW_LIMIT_PER_PR", 3, problems)
+    per_installation = _positive(env, "LABBOT_PREVIEW_LIMIT_PER_INSTALLATION", 30, problems)
+    preview_window = _positive(env, "LABBOT_PREVIEW_LIMIT_WINDOW_SECONDS", 3600.0, problems)
     if problems:
         raise SettingsError("labbot cannot start:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -115,4 +146,28 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         teacher_concurrency=int(env.get("LABBOT_TEACHER_CONCURRENCY", "4") or 4),
         preview_seconds=float(env.get("LABBOT_PREVIEW_SECONDS", "300") or 300),
         write_interval_seconds=float(env.get("LABBOT_WRITE_INTERVAL_SECONDS", "1.0")),
+        teacher_api_key=env.get("LABBOT_TEACHER_API_KEY", ""),
+        teacher_timeout_seconds=teacher_timeout,
+        retention_days=retention_days,
+        validate_seconds=validate_seconds,
+        validate_memory_mb=int(validate_memory),
+        body_timeout_seconds=body_timeout,
+        metrics_token=env.get("LABBOT_METRICS_TOKEN", ""),
+        permission_cache_seconds=permission_cache,
+        preview_limit_per_pr=int(per_pr),
+        preview_limit_per_installation=int(per_installation),
+        preview_limit_window_seconds=preview_window,
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float, problems: list[str]) -> float:
+    """A positive number from ``env[name]``; a bad value is added to ``problems``."""
+    text = env.get(name, "") or str(default)
+    try:
+        value = float(text)
+        if not 0 < value < float("inf"):
+            raise ValueError
+    except ValueError:
+        problems.append(f"{name} must be a positive number, not {text!r}")
+        return default
+    return value

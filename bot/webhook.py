@@ -34,6 +34,28 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> None:
         raise WebhookError(401, "signature does not match")
 
 
+#: Events whose metrics carry their own label; any other verified event counts as "other".
+KNOWN_EVENTS = frozenset(
+    {
+        "check_run",
+        "check_suite",
+        "installation",
+        "installation_repositories",
+        "issue_comment",
+        "ping",
+        "pull_request",
+        "push",
+        "workflow_job",
+        "workflow_run",
+    }
+)
+
+
+def event_label(event: str) -> str:
+    """A bounded metrics label for a verified delivery's event."""
+    return event if event in KNOWN_EVENTS else "other"
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One parsed webhook delivery."""
@@ -47,7 +69,8 @@ class Delivery:
     @property
     def repo(self) -> str:
         repo = self.payload.get("repository")
-        return str(repo.get("full_name", "")) if isinstance(repo, dict) else ""
+        name = repo.get("full_name") if isinstance(repo, dict) else None
+        return name if isinstance(name, str) else ""
 
 
 def parse(headers: Mapping[str, str], body: bytes, secret: str, max_bytes: int) -> Delivery:
@@ -65,8 +88,10 @@ def parse(headers: Mapping[str, str], body: bytes, secret: str, max_bytes: int) 
         raise WebhookError(400, "missing X-GitHub-Event or X-GitHub-Delivery header")
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(400, f"body is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise WebhookError(400, "body is not JSON labbot can read: nested too deeply") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, a 5,000-digit number
+        raise WebhookError(400, f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise WebhookError(400, "body is not a JSON object")
     action = payload.get("action")
@@ -75,10 +100,87 @@ def parse(headers: Mapping[str, str], body: bytes, secret: str, max_bytes: int) 
     return Delivery(
         id=delivery_id[:200],
         event=event[:100],
-        action=str(action) if isinstance(action, str) else None,
-        installation_id=int(inst_id) if isinstance(inst_id, int) else None,
+        action=action if isinstance(action, str) else None,
+        installation_id=inst_id if isinstance(inst_id, int) else None,
         payload=payload,
     )
+
+
+Scalar = str | int | float | bool | None
+
+
+class Fields:
+    """Typed reads from a delivery's JSON: a field that is missing or of the wrong type raises
+    a 422 :class:`WebhookError` that names it (``pull_request.head.sha must be a string``)."""
+
+    def __init__(self, data: dict[str, Any], where: str = "") -> None:
+        self.data = data
+        self.where = where
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _fail(self, key: str, wanted: str) -> WebhookError:
+        got = type(self.data.get(key)).__name__ if key in self.data else "missing"
+        return WebhookError(422, f"{self._name(key)} must be {wanted} (got {got})")
+
+    def obj(self, key: str) -> Fields:
+        value = self.data.get(key)
+        if not isinstance(value, dict):
+            raise self._fail(key, "an object")
+        return Fields(value, self._name(key))
+
+    def opt_obj(self, key: str) -> Fields | None:
+        return None if self.data.get(key) is None else self.obj(key)
+
+    def integer(self, key: str) -> int:
+        value = self.data.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._fail(key, "an integer")
+        return value
+
+    def opt_integer(self, key: str) -> int | None:
+        return None if self.data.get(key) is None else self.integer(key)
+
+    def string(self, key: str) -> str:
+        value = self.data.get(key)
+        if not isinstance(value, str):
+            raise self._fail(key, "a string")
+        return value
+
+    def opt_string(self, key: str) -> str | None:
+        return None if self.data.get(key) is None else self.string(key)
+
+    def objs(self, key: str) -> list[Fields]:
+        """A list of objects (a missing or null list is empty)."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self._fail(key, "a list of objects")
+        return [Fields(v, f"{self._name(key)}[{i}]") for i, v in enumerate(value)]
+
+    def strings(self, key: str) -> list[str]:
+        """A list of strings (a missing or null list is empty)."""
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._fail(key, "a list of strings")
+        return value
+
+    def scalars(self, keys: tuple[str, ...]) -> dict[str, Scalar]:
+        """The named fields, each a string, number, boolean or null (a missing one is null)."""
+        out: dict[str, Scalar] = {}
+        for key in keys:
+            value = self.data.get(key)
+            if value is not None and not isinstance(value, str | int | float | bool):
+                raise self._fail(key, "a string or a number")
+            out[key] = value
+        return out
+
+    def truthy(self, key: str) -> bool:
+        return bool(self.data.get(key))
 
 
 def parse_command(body: str) -> str | None:
@@ -91,12 +193,12 @@ def parse_command(body: str) -> str | None:
     return word if word in COMMANDS else "help"
 
 
-def _touches_taxonomy(commits: list[dict[str, Any]]) -> bool:
+def _touches_taxonomy(commits: list[Fields]) -> bool:
     """Whether a push changed a qna.yaml or attribution.txt (from the push payload's lists)."""
     for commit in commits:
         for key in ("added", "modified", "removed"):
-            for path in commit.get(key) or []:
-                if str(path).endswith(("qna.yaml", "qna.yml", "attribution.txt")):
+            for path in commit.strings(key):
+                if path.endswith(("qna.yaml", "qna.yml", "attribution.txt")):
                     return True
     return False
 
@@ -112,122 +214,151 @@ def _validate_job(repo: str, pr: int, sha: str, inst: int | None, reason: str) -
     )
 
 
+HANDLED_EVENTS = frozenset(
+    {"pull_request", "push", "workflow_run", "workflow_job", "check_suite", "check_run"}
+    | {"issue_comment"}
+)
+_RUN_KEYS = (
+    "id",
+    "name",
+    "path",
+    "display_title",
+    "head_sha",
+    "status",
+    "conclusion",
+    "html_url",
+    "run_attempt",
+)
+_JOB_KEYS = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name", "head_sha")
+
+
 def jobs_for(delivery: Delivery) -> list[JobSpec]:
-    """The jobs a delivery implies (none for events labbot does not act on)."""
-    p, repo, inst = delivery.payload, delivery.repo, delivery.installation_id
-    if not repo:
+    """The jobs a delivery implies (none for events labbot does not act on).
+
+    Raises:
+        WebhookError: 422 when a field labbot reads for this event is missing or of the wrong
+            type; the message names the field.
+    """
+    event, action, inst = delivery.event, delivery.action, delivery.installation_id
+    if event not in HANDLED_EVENTS:
         return []
-    repository = p.get("repository") or {}
-    default_branch = str(repository.get("default_branch") or repository.get("master_branch") or "")
-    if delivery.event == "pull_request" and delivery.action == "closed":
-        pr = p.get("pull_request") or {}
-        base = (pr.get("base") or {}).get("ref")
-        if pr.get("merged") and pr.get("merge_commit_sha") and base == default_branch:
-            return [
-                JobSpec(
-                    "build-request",
-                    repo,
-                    int(pr["number"]),
-                    str(pr["merge_commit_sha"]),
-                    inst,
-                    {"source": "merge"},
-                )
-            ]
-        return []
-    if delivery.event == "push":
-        after = str(p.get("after") or "")
+    p = Fields(delivery.payload)
+    if p.opt_obj("installation") is not None:
+        p.obj("installation").integer("id")
+    repository = p.obj("repository")
+    repo = repository.string("full_name")
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise WebhookError(422, "repository.full_name must be owner/name")
+    default_branch = (
+        repository.opt_string("default_branch") or repository.opt_string("master_branch") or ""
+    )
+    if event == "pull_request":
+        pr = p.obj("pull_request")
+        number = pr.integer("number")
+        if action == "closed":
+            base = pr.obj("base").string("ref")
+            merge_sha = pr.opt_string("merge_commit_sha")
+            if pr.truthy("merged") and merge_sha and base == default_branch:
+                return [
+                    JobSpec("build-request", repo, number, merge_sha, inst, {"source": "merge"})
+                ]
+            return []
+        if action not in PR_ACTIONS:
+            return []
+        sha = pr.obj("head").string("sha")
+        if pr.opt_string("state") == "closed":
+            return []
+        return [_validate_job(repo, number, sha, inst, event)]
+    if event == "push":
+        after = p.opt_string("after") or ""
         if (
-            p.get("ref") != f"refs/heads/{default_branch}"
-            or p.get("deleted")
+            p.opt_string("ref") != f"refs/heads/{default_branch}"
+            or p.truthy("deleted")
             or not after.strip("0")
-            or not _touches_taxonomy(p.get("commits") or [])
+            or not _touches_taxonomy(p.objs("commits"))
         ):
             return []
         return [JobSpec("build-request", repo, None, after, inst, {"source": "push"})]
-    if delivery.event == "workflow_run" and delivery.action in (
-        "requested",
-        "in_progress",
-        "completed",
-    ):
-        run = p.get("workflow_run") or {}
-        keep = (
-            "id",
-            "name",
-            "path",
-            "display_title",
-            "head_sha",
-            "status",
-            "conclusion",
-            "html_url",
-            "run_attempt",
+    if event == "workflow_run":
+        if action not in ("requested", "in_progress", "completed"):
+            return []
+        run = p.obj("workflow_run")
+        run_id = run.integer("id")
+        attempt = run.opt_integer("run_attempt") or 1
+        return [
+            JobSpec(
+                f"build-status:{run_id}",
+                repo,
+                None,
+                f"{action}-{attempt}",
+                inst,
+                {"run": run.scalars(_RUN_KEYS)},
+            )
+        ]
+    if event == "workflow_job":
+        if action != "completed":
+            return []
+        job = p.obj("workflow_job")
+        job_id, run_id = job.integer("id"), job.integer("run_id")
+        if job.opt_string("conclusion") not in ("failure", "timed_out", "cancelled"):
+            return []
+        return [
+            JobSpec(
+                f"build-job:{run_id}",
+                repo,
+                None,
+                str(job_id),
+                inst,
+                {"job": job.scalars(_JOB_KEYS)},
+            )
+        ]
+    if event == "check_suite":
+        if action not in ("requested", "rerequested"):
+            return []
+        suite = p.obj("check_suite")
+        head = suite.string("head_sha")
+        jobs = []
+        for pr in suite.objs("pull_requests"):
+            number = pr.integer("number")
+            pr_head = pr.opt_obj("head")
+            if (pr_head.opt_string("sha") if pr_head else None) in (None, head):
+                jobs.append(_validate_job(repo, number, head, inst, "check_suite"))
+        return jobs
+    if event == "check_run":
+        if action != "rerequested":
+            return []
+        run = p.obj("check_run")
+        if run.opt_string("name") != VALIDATE_CHECK:
+            return []
+        head = run.string("head_sha")
+        return [
+            _validate_job(repo, pr.integer("number"), head, inst, "check_run")
+            for pr in run.objs("pull_requests")
+        ]
+    # issue_comment
+    if action != "created":
+        return []
+    issue = p.obj("issue")
+    comment = p.obj("comment")
+    user = comment.opt_obj("user")
+    if not issue.truthy("pull_request") or (user and user.opt_string("type") == "Bot"):
+        return []
+    command = parse_command(comment.opt_string("body") or "")
+    if command is None:
+        return []
+    comment_id = comment.integer("id")
+    return [
+        JobSpec(
+            # One kind per comment, so a second command never supersedes a first one.
+            kind=f"command:{comment_id}",
+            repo=repo,
+            pr=issue.integer("number"),
+            head_sha="",
+            installation_id=inst,
+            payload={
+                "command": command,
+                "comment_id": comment_id,
+                "user": (user.opt_string("login") if user else None) or "",
+            },
         )
-        return [
-            JobSpec(
-                f"build-status:{run.get('id')}",
-                repo,
-                None,
-                f"{delivery.action}-{run.get('run_attempt', 1)}",
-                inst,
-                {"run": {k: run.get(k) for k in keep}},
-            )
-        ]
-    if delivery.event == "workflow_job" and delivery.action == "completed":
-        job = p.get("workflow_job") or {}
-        if job.get("conclusion") not in ("failure", "timed_out", "cancelled"):
-            return []
-        job_keys = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name", "head_sha")
-        return [
-            JobSpec(
-                f"build-job:{job.get('run_id')}",
-                repo,
-                None,
-                str(job.get("id")),
-                inst,
-                {"job": {k: job.get(k) for k in job_keys}},
-            )
-        ]
-    if delivery.event == "pull_request" and delivery.action in PR_ACTIONS:
-        pr = p.get("pull_request") or {}
-        if pr.get("state") == "closed":
-            return []
-        return [_validate_job(repo, int(pr["number"]), pr["head"]["sha"], inst, delivery.event)]
-    if delivery.event == "check_suite" and delivery.action in ("requested", "rerequested"):
-        suite = p.get("check_suite") or {}
-        return [
-            _validate_job(repo, int(pr["number"]), suite.get("head_sha", ""), inst, "check_suite")
-            for pr in suite.get("pull_requests") or []
-            if pr.get("head", {}).get("sha", suite.get("head_sha")) == suite.get("head_sha")
-        ]
-    if delivery.event == "check_run" and delivery.action == "rerequested":
-        run = p.get("check_run") or {}
-        if run.get("name") != VALIDATE_CHECK:
-            return []
-        return [
-            _validate_job(repo, int(pr["number"]), run.get("head_sha", ""), inst, "check_run")
-            for pr in run.get("pull_requests") or []
-        ]
-    if delivery.event == "issue_comment" and delivery.action == "created":
-        issue = p.get("issue") or {}
-        comment = p.get("comment") or {}
-        user = comment.get("user") or {}
-        if not issue.get("pull_request") or user.get("type") == "Bot":
-            return []
-        command = parse_command(str(comment.get("body") or ""))
-        if command is None:
-            return []
-        return [
-            JobSpec(
-                # One kind per comment, so a second command never supersedes a first one.
-                kind=f"command:{comment.get('id')}",
-                repo=repo,
-                pr=int(issue["number"]),
-                head_sha="",
-                installation_id=inst,
-                payload={
-                    "command": command,
-                    "comment_id": comment.get("id"),
-                    "user": user.get("login", ""),
-                },
-            )
-        ]
-    return []
+    ]

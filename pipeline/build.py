@@ -6,6 +6,10 @@ Stages talk only through the run directory. Each finished stage writes ``<stage>
 with the hash of its inputs; ``--resume`` skips a finished stage whose inputs are unchanged and
 continues an interrupted training phase from its last checkpoint. ``manifest.json`` is written
 last: a run without it is incomplete.
+
+Under ``torchrun`` or ``accelerate launch`` every process runs this same code: rank 0 alone runs
+the stages that read the taxonomy, call the teacher, evaluate and write files, and shares their
+results; the training phases run on every rank (see pipeline/distributed.py).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline import distributed
 from pipeline import evaluate as ev
 from pipeline.config import RepoConfig
 from pipeline.errors import PipelineError
 from pipeline.findings import FileResult
 from pipeline.leaves import KNOWLEDGE, Leaf, load_leaves
+from pipeline.redact import redact_config, strip_credentials
 
 STAGES = ("validate", "generate", "mix", "phase1", "phase2", "evaluate", "artifacts")
 
@@ -75,6 +81,11 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _weights_hash(model_dir: Path) -> str:
+    weights = sorted(model_dir.glob("*.safetensors"))
+    return _hash([file_hash(w) for w in weights]) if weights else _hash(str(model_dir))
+
+
 def package_versions() -> dict[str, str]:
     out = {}
     for name in ("labbot", "torch", "transformers", "peft", "accelerate", "jsonschema"):
@@ -121,8 +132,10 @@ class Build:
         resume: bool = False,
         log: Log = lambda _msg: None,
         progress: Callable[[str, dict[str, Any]], None] | None = None,
+        teacher_api_key: str | None = None,
     ) -> None:
         self.root = root
+        self.teacher_api_key = teacher_api_key  # sent as a bearer token, never written down
         self.repo_config = repo_config
         self.cfg = cfg
         self.run = run_dir
@@ -132,6 +145,7 @@ class Build:
         self.progress = progress
         self.leaves: list[Leaf] = []
         self.timings: dict[str, float] = {}
+        self.dist = distributed.Dist()
 
     # -- stage bookkeeping -------------------------------------------------------------------
 
@@ -149,33 +163,43 @@ class Build:
             self.run / stage / "stage.json", {"inputs": inputs, "finished_at": time.time(), **info}
         )
 
-    def _stage(self, stage: str, inputs: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if self._done(stage, inputs):
+    def _stage(
+        self,
+        stage: str,
+        inputs: str,
+        fn: Callable[[], dict[str, Any]],
+        *,
+        every_rank: bool = False,
+    ) -> dict[str, Any]:
+        """Run a stage once (rank 0; ``every_rank`` for training) or skip it when resumed."""
+        d = self.dist
+        if d.on_rank_zero(stage, lambda: self._done(stage, inputs)):
             self.log(f"{stage}: done in an earlier run, skipped")
-            info: dict[str, Any] = _read_json(self.run / stage / "stage.json")
-            return info
+            stored: dict[str, Any] = d.on_rank_zero(
+                stage, lambda: _read_json(self.run / stage / "stage.json")
+            )
+            return stored
         self.log(f"{stage}: running")
         start = time.monotonic()
-        info = fn()
+        info = d.on_every_rank(stage, fn) if every_rank else d.on_rank_zero(stage, fn)
         self.timings[stage] = round(time.monotonic() - start, 1)
-        self._finish(stage, inputs, info)
+        d.on_rank_zero(stage, lambda: self._finish(stage, inputs, info))
         self.log(f"{stage}: finished in {self.timings[stage]:.0f} s")
         return info
 
     # -- the stages --------------------------------------------------------------------------
 
     def run_all(self) -> dict[str, Any]:
-        self.run.mkdir(parents=True, exist_ok=True)
-        if not self.resume and any(self.run.iterdir()):
-            raise BuildError(
-                f"{self.run} is not empty: pass --resume to continue it, or another --out"
-            )
-        _write_json(self.run / "config.resolved.json", self.cfg)
+        self.dist = d = distributed.init()
+        if not d.is_main:  # one log, from rank 0
+            self.log = lambda _msg: None
+            self.progress = None
+        d.on_rank_zero("preparing the run directory", self._prepare_run_dir)
         started = time.monotonic()
         v = self._stage("validate", _hash([self.cfg, self._tree_hash()]), self.validate)
         g = self._stage(
             "generate",
-            _hash([v["leaves_hash"], self.cfg["teacher"], self.cfg["generate"]]),
+            _hash([v["leaves_hash"], strip_credentials(self.cfg["teacher"]), self.cfg["generate"]]),
             self.generate,
         )
         m = self._stage(
@@ -186,12 +210,14 @@ class Build:
             "phase1",
             _hash([m["phase1_hash"], self.cfg["phase1"], str(base)]),
             lambda: self.train("phase1", base),
+            every_rank=True,
         )
         p1_model = Path(p1["final_dir"])
         p2 = self._stage(
             "phase2",
             _hash([m["phase2_hash"], self.cfg["phase2"], p1["final_hash"]]),
             lambda: self.train("phase2", p1_model),
+            every_rank=True,
         )
         e = self._stage(
             "evaluate",
@@ -201,7 +227,28 @@ class Build:
         self._stage(
             "artifacts", _hash([e, p2["final_hash"]]), lambda: self.artifacts(v, g, m, p1, p2, e)
         )
-        manifest = self.manifest(v, g, m, p1, p2, e, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return d.on_rank_zero("manifest", lambda: self._write_manifest(v, g, m, p1, p2, e, seconds))
+
+    def _prepare_run_dir(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        if not self.resume and any(self.run.iterdir()):
+            raise BuildError(
+                f"{self.run} is not empty: pass --resume to continue it, or another --out"
+            )
+        _write_json(self.run / "config.resolved.json", redact_config(self.cfg))
+
+    def _write_manifest(
+        self,
+        v: dict[str, Any],
+        g: dict[str, Any],
+        m: dict[str, Any],
+        p1: dict[str, Any],
+        p2: dict[str, Any],
+        e: dict[str, Any],
+        seconds: float,
+    ) -> dict[str, Any]:
+        manifest = self.manifest(v, g, m, p1, p2, e, seconds)
         _write_json(self.run / "manifest.json", manifest)
         return manifest
 
@@ -251,6 +298,7 @@ class Build:
             cache_dir=self.cache,
             concurrency=self.cfg["teacher_concurrency"],
             context_window=self.cfg["teacher_context_window"],
+            api_key=self.teacher_api_key,
         )
         work: list[tuple[Leaf, list[str]]] = []
         for leaf in self.leaves:
@@ -369,10 +417,9 @@ class Build:
         if result.final_dir is None:
             raise BuildError(f"{phase} produced no model")
         final = Path(result.final_dir)
-        weights = sorted(final.glob("*.safetensors"))
         return {
             "final_dir": str(final),
-            "final_hash": _hash([file_hash(w) for w in weights]) if weights else _hash(str(final)),
+            "final_hash": self.dist.on_rank_zero(phase, lambda: _weights_hash(final)),
             "history": result.history,
             "eval_losses": result.eval_losses,
             "best_checkpoint": str(result.best_checkpoint) if result.best_checkpoint else None,

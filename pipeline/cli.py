@@ -277,6 +277,7 @@ def run_generate(args: argparse.Namespace) -> int:
             cache_dir=cache,
             concurrency=args.concurrency,
             context_window=args.context_window,
+            api_key=_teacher_api_key(),
         )
     except TeacherError as exc:
         sys.stderr.write(f"labbot: {exc}\n")
@@ -383,12 +384,19 @@ def add_build_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.set_defaults(func=run_build)
 
 
+def _teacher_api_key() -> str | None:
+    """The teacher's API key: LABBOT_TEACHER_API_KEY, else OPENAI_API_KEY (never a flag, so it
+    stays out of shell history and process listings)."""
+    return os.environ.get("LABBOT_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
 def run_build(args: argparse.Namespace) -> int:
     import json as json_mod
 
     from pipeline import buildconfig
     from pipeline.build import Build, BuildError
     from pipeline.embedded import default_cache_dir
+    from pipeline.redact import redact_config
     from pipeline.teacher import TeacherError
 
     repo_config = _config(argparse.Namespace(config=None), Path.cwd())
@@ -401,14 +409,24 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         run_dir = Path("runs") / time.strftime("build-%Y%m%dT%H%M%SZ", time.gmtime())
     sys.stdout.write(f"labbot build: taxonomy {root}, run directory {run_dir}\n")
-    sys.stdout.write("resolved configuration:\n" + json_mod.dumps(cfg, indent=2) + "\n")
+    shown = redact_config(cfg)
+    sys.stdout.write("resolved configuration:\n" + json_mod.dumps(shown, indent=2) + "\n")
     sys.stdout.flush()
 
     def log(message: str) -> None:
         sys.stdout.write(time.strftime("%H:%M:%S ") + message + "\n")
         sys.stdout.flush()
 
-    build = Build(root, repo_config, cfg, run_dir, default_cache_dir(), resume=args.resume, log=log)
+    build = Build(
+        root,
+        repo_config,
+        cfg,
+        run_dir,
+        default_cache_dir(),
+        resume=args.resume,
+        log=log,
+        teacher_api_key=_teacher_api_key(),
+    )
     try:
         manifest = build.run_all()
     except BuildError as exc:

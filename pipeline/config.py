@@ -24,6 +24,8 @@ class DocumentRules:
     mirrors: dict[str, str] = field(default_factory=dict)
     clone_timeout_seconds: float = 120.0
     max_repo_bytes: int = 512 * 1024 * 1024
+    #: One limit around fetching, matching and PDF reading of one document reference.
+    deadline_seconds: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RepoConfig:
             mirrors=dict(docs.get("mirrors", {})),
             clone_timeout_seconds=float(docs.get("clone_timeout_seconds", 120.0)),
             max_repo_bytes=docs.get("max_repo_bytes", 512 * 1024 * 1024),
+            deadline_seconds=float(docs.get("deadline_seconds", 120.0)),
         ),
         content=ContentLimits(
             max_context_words=content.get("max_context_words", 500),

@@ -20,6 +20,8 @@ def expand(paths: Iterable[str]) -> list[str]:
     """Files stay as given; folders become the qna.yaml files below them (sorted).
 
     Each path appears once, in first-seen order. Hidden folders (``.git``) are skipped.
+    Symbolic links to folders are not walked; a qna.yaml directly below one is listed (the
+    check then reports the link).
     """
     out: list[str] = []
     seen: set[str] = set()
@@ -32,9 +34,19 @@ def expand(paths: Iterable[str]) -> list[str]:
     for path in paths:
         if os.path.isdir(path):
             found: list[str] = []
-            for dirpath, dirnames, filenames in os.walk(path):
+            for dirpath, dirnames, filenames in os.walk(path):  # links are not followed
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 found.extend(os.path.join(dirpath, f) for f in filenames if is_candidate(f))
+                # A linked folder is not walked, but a qna.yaml right below it is listed so
+                # that the check reports the link instead of skipping it silently.
+                for d in dirnames:
+                    linked = os.path.join(dirpath, d)
+                    if os.path.islink(linked):
+                        found.extend(
+                            os.path.join(linked, n)
+                            for n in _NAMES
+                            if os.path.lexists(os.path.join(linked, n))
+                        )
             for f in sorted(found):
                 add(f)
         else:

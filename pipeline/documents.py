@@ -1,11 +1,16 @@
 """Knowledge documents: fetching a repository at a pinned commit and matching its patterns.
 
 Retrieval is opt-in (``labbot check --fetch-documents``) and always uses a cache keyed by
-repository and commit. Repositories are cloned with GitPython under a timeout and a size cap,
-only over https (and ``file://`` when the config allows it), with symlinks checked out as plain
-files. A repository URL listed under ``documents.mirrors`` in ``.github/labbot.yml`` is read
-from a local folder instead: a plain folder is turned into a git repository deterministically
-(fixed author, dates and message), so the SHA a ``qna.yaml`` pins is the same on every machine.
+repository and commit. Only the pinned commit is fetched (``git fetch --depth 1``), only over
+https (and ``file://`` when the config allows it). Every cost is bounded before it is paid: the
+fetch is stopped when the folder outgrows ``documents.max_repo_bytes``, the tree's sizes are
+summed with ``git ls-tree -r -l`` before anything is checked out, symlinks are checked out as
+plain files, patterns with more than one ``**`` are refused, and one deadline
+(``documents.deadline_seconds``) covers fetching, matching and reading PDFs (which happens in
+a child process, see :mod:`pipeline.pdftext`). A repository URL listed under
+``documents.mirrors`` in ``.github/labbot.yml`` is read from a local folder instead: a plain
+folder is turned into a git repository deterministically (fixed author, dates and message), so
+the SHA a ``qna.yaml`` pins is the same on every machine.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import glob
 import hashlib
 import os
 import shutil
+import subprocess
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +31,9 @@ from urllib.parse import urlparse
 from pipeline.config import DocumentRules, RepoConfig
 from pipeline.errors import DocumentError
 from pipeline.findings import FileResult, Finding, Severity
+from pipeline.pdftext import pdf_text
+from pipeline.redact import redact
+from pipeline.rules import pattern_problem
 from pipeline.yamlsource import compose, construct, decode, json_path, locate
 
 SNAPSHOT_ENV = {
@@ -35,6 +46,8 @@ SNAPSHOT_ENV = {
 }
 SNAPSHOT_MESSAGE = "labbot document snapshot"
 DOC_SUFFIXES = (".md", ".pdf")
+MAX_FILES = 100_000
+"""Most files a document repository's tree may hold (bounds listing and matching)."""
 
 
 def _git_env() -> dict[str, str]:
@@ -49,28 +62,83 @@ def _git_env() -> dict[str, str]:
 
 
 def _git(
-    args: list[str], cwd: Path | None, timeout: float, extra_env: dict[str, str] | None = None
+    args: list[str],
+    cwd: Path | None,
+    timeout: float,
+    extra_env: dict[str, str] | None = None,
+    *,
+    watch: Path | None = None,
+    max_bytes: int | None = None,
 ) -> str:
-    import git  # GitPython
-
+    """Run git and return its output. It is killed after ``timeout`` seconds, and, with
+    ``watch``, as soon as that folder holds more than ``max_bytes`` (checked every 20 ms), so
+    a hostile repository can neither hang the caller nor fill its disk."""
     env = _git_env()
     if extra_env:
         env.update(extra_env)
-    try:
-        out = git.Git(str(cwd) if cwd else None).execute(
-            ["git", *args], env=env, kill_after_timeout=timeout, stdout_as_string=True
+    if timeout <= 0:
+        raise DocumentError(f"no time was left for git {args[0]}")
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
-    except git.GitCommandError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip().splitlines()
-        raise DocumentError(_redact(detail[-1] if detail else f"git {args[0]} failed")) from exc
-    return str(out)
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    proc.wait(0.02)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() > end:
+                    raise DocumentError(f"git {_verb(args)} took longer than {timeout:.0f} s")
+                if watch is not None and max_bytes is not None and _size(watch) > max_bytes:
+                    raise DocumentError(
+                        f"the repository is larger than the {max_bytes:,}-byte limit"
+                    )
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", errors="replace")
+        stderr = err.read().decode("utf-8", errors="replace")
+    if proc.returncode != 0:
+        detail = (stderr or stdout).strip().splitlines()
+        raise DocumentError(_redact(detail[-1] if detail else f"git {_verb(args)} failed"))
+    return stdout
+
+
+def _verb(args: list[str]) -> str:
+    """The git subcommand in ``args`` (after any ``-c key=value`` options)."""
+    i = 0
+    while i < len(args) and args[i] == "-c":
+        i += 2
+    return args[i] if i < len(args) else "git"
 
 
 def _redact(text: str) -> str:
     """Remove anything that looks like credentials in a URL from a message."""
-    import re
+    return redact(text).strip("'\" ")
 
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1***@", text).strip("'\" ")
+
+class Deadline:
+    """One time limit shared by every step of reading a document reference."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self, step: str) -> float:
+        """Seconds left; raises DocumentError naming ``step`` when none are."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise DocumentError(
+                f"fetching and reading the documents took longer than the "
+                f"{self.seconds:g}-second limit (stopped while {step})"
+            )
+        return left
 
 
 def snapshot_folder(folder: Path, dest: Path, timeout: float = 60.0) -> str:
@@ -115,52 +183,102 @@ class Checkout:
     path: Path
 
 
-def checkout(repo: str, commit: str, config: RepoConfig, cache_dir: Path) -> Checkout:
+def tree_size(folder: Path, commit: str, timeout: float) -> tuple[int, int]:
+    """``(bytes, files)`` of ``commit``'s tree in the repository at ``folder``, read from the
+    object database (``git ls-tree -r -l``) without checking anything out."""
+    listing = _git(["ls-tree", "-r", "-l", "-z", commit], folder, timeout)
+    total = files = 0
+    for entry in listing.split("\0"):
+        meta, _, _path = entry.partition("\t")
+        fields = meta.split()
+        if len(fields) != 4 or fields[1] != "blob":
+            continue  # submodules (commits) are not checked out
+        files += 1
+        total += int(fields[3]) if fields[3].isdigit() else 0
+    return total, files
+
+
+def checkout(
+    repo: str,
+    commit: str,
+    config: RepoConfig,
+    cache_dir: Path,
+    deadline: Deadline | None = None,
+) -> Checkout:
     """The repository at ``commit``, from the cache or fetched into it.
 
+    Only ``commit`` is fetched (``--depth 1``); its size is summed from the tree before anything
+    is checked out, and the fetch itself is stopped if the folder outgrows the limit, so a small
+    download that would expand into a huge checkout is refused without writing it.
+
     Raises:
-        DocumentError: when the repository cannot be reached, is too large, or lacks the commit.
+        DocumentError: when the repository cannot be reached, is too large, lacks the commit, or
+            the deadline passes.
     """
     rules = config.documents
+    deadline = deadline or Deadline(rules.deadline_seconds)
     dest = cache_dir / _key(repo) / commit
+
+    def limit(step: str) -> float:
+        return min(rules.clone_timeout_seconds, deadline.left(step))
+
     if (dest / ".git").exists():
         try:
-            if _git(["rev-parse", "HEAD"], dest, rules.clone_timeout_seconds).strip() == commit:
+            if _git(["rev-parse", "HEAD"], dest, limit("reading the cache")).strip() == commit:
                 return Checkout(repo, commit, dest)
         except DocumentError:
             pass
         shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
-    source = _source(repo, config, cache_dir)
+    source = _source(repo, config, cache_dir, deadline)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     allow = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
     if source.startswith("file://") or os.path.isabs(source):
         allow += ["-c", "protocol.file.allow=always"]
+    cap = rules.max_repo_bytes
     try:
+        tmp.mkdir(parents=True)
+        _git(["init", "-q", "."], tmp, limit("preparing the fetch"))
         _git(
-            [*allow, "-c", "core.symlinks=false", "clone", "-q", "--no-checkout", source, str(tmp)],
-            None,
-            rules.clone_timeout_seconds,
-        )
-        if _size(tmp) > rules.max_repo_bytes:
-            raise DocumentError(
-                f"the repository is larger than the {rules.max_repo_bytes:,}-byte limit"
-            )
-        try:
-            _git(["cat-file", "-e", f"{commit}^{{commit}}"], tmp, rules.clone_timeout_seconds)
-        except DocumentError:
-            _git([*allow, "fetch", "-q", "origin", commit], tmp, rules.clone_timeout_seconds)
-        _git(
-            ["-c", "core.symlinks=false", "checkout", "-q", "--detach", commit],
+            [*allow, "fetch", "-q", "--depth=1", "--no-tags", source, commit],
             tmp,
-            rules.clone_timeout_seconds,
+            limit("fetching the repository"),
+            watch=tmp,
+            max_bytes=cap,
         )
-        if _size(tmp) > rules.max_repo_bytes:
+        try:
+            _git(["cat-file", "-e", f"{commit}^{{commit}}"], tmp, limit("reading the commit"))
+        except DocumentError:
+            raise DocumentError(f"the repository has no commit {commit}") from None
+        total, files = tree_size(tmp, commit, limit("measuring the tree"))
+        if total > cap:
             raise DocumentError(
-                f"the checkout is larger than the {rules.max_repo_bytes:,}-byte limit"
+                f"the files at commit {commit[:12]} add up to {total:,} bytes, more than the "
+                f"{cap:,}-byte limit (documents.max_repo_bytes); nothing was checked out"
             )
+        if files > MAX_FILES:
+            raise DocumentError(
+                f"the commit {commit[:12]} has {files:,} files, more than the {MAX_FILES:,} "
+                "a document repository may have"
+            )
+        _git(
+            [
+                "-c",
+                "core.symlinks=false",
+                "-c",
+                "core.autocrlf=false",
+                "checkout",
+                "-q",
+                "--detach",
+                commit,
+            ],
+            tmp,
+            limit("checking out"),
+            watch=tmp,
+            max_bytes=cap + _size(tmp / ".git"),
+        )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -168,7 +286,7 @@ def checkout(repo: str, commit: str, config: RepoConfig, cache_dir: Path) -> Che
     return Checkout(repo, commit, dest)
 
 
-def _source(repo: str, config: RepoConfig, cache_dir: Path) -> str:
+def _source(repo: str, config: RepoConfig, cache_dir: Path, deadline: Deadline) -> str:
     """What to clone for ``repo``: a mirror, a snapshot of a mirror folder, or the URL."""
     rules = config.documents
     mirror = rules.mirrors.get(repo)
@@ -179,7 +297,9 @@ def _source(repo: str, config: RepoConfig, cache_dir: Path) -> str:
         if not local.is_dir():
             raise DocumentError(f"the mirror folder {mirror} for {repo} does not exist")
         snap = cache_dir / _key(repo) / "snapshot"
-        snapshot_folder(local, snap, rules.clone_timeout_seconds)
+        snapshot_folder(
+            local, snap, min(rules.clone_timeout_seconds, deadline.left("copying the mirror"))
+        )
         return str(snap)
     parsed = urlparse(repo)
     if parsed.scheme == "file" and rules.allow_file_repos:
@@ -191,38 +311,65 @@ def _source(repo: str, config: RepoConfig, cache_dir: Path) -> str:
     raise DocumentError(f"{repo} is not an allowed document repository")
 
 
-def match(root: Path, pattern: str) -> list[Path]:
-    """Files under ``root`` matching a glob pattern (``**`` crosses folders), never outside."""
+def match(root: Path, pattern: str, deadline: Deadline | None = None) -> list[Path]:
+    """Files under ``root`` matching a glob pattern (``**`` crosses folders), never outside.
+
+    Raises:
+        DocumentError: the pattern has more than one ``**``, or the deadline passed.
+    """
+    problem = pattern_problem(pattern)
+    if problem:
+        raise DocumentError(problem + "; use at most one")
     base = root.resolve()
-    out = []
-    for hit in sorted(glob.glob(pattern, root_dir=base, recursive=True)):
+    out = set()
+    for hit in glob.iglob(pattern, root_dir=base, recursive=True):
+        if deadline is not None:
+            deadline.left(f"matching {pattern!r}")
         if hit.startswith(".git" + os.sep) or hit == ".git":
             continue
         full = (base / hit).resolve()
         if full.is_file() and full.is_relative_to(base):
-            out.append(full)
-    return out
+            out.add(full)
+    return sorted(out)
 
 
 def documents_for(
-    document: dict[str, Any], config: RepoConfig, cache_dir: Path
+    document: dict[str, Any],
+    config: RepoConfig,
+    cache_dir: Path,
+    deadline: Deadline | None = None,
 ) -> tuple[Checkout, dict[str, list[Path]]]:
-    """Check out a ``document`` reference and list each pattern's matches."""
-    co = checkout(str(document["repo"]), str(document["commit"]), config, cache_dir)
-    return co, {str(p): match(co.path, str(p)) for p in document.get("patterns", [])}
+    """Check out a ``document`` reference and list each pattern's matches, all within one
+    deadline (``documents.deadline_seconds`` unless one is given)."""
+    deadline = deadline or Deadline(config.documents.deadline_seconds)
+    patterns = [str(p) for p in document.get("patterns", [])]
+    for pattern in patterns:  # refuse before any network traffic
+        problem = pattern_problem(pattern)
+        if problem:
+            raise DocumentError(problem + "; use at most one")
+    co = checkout(str(document["repo"]), str(document["commit"]), config, cache_dir, deadline)
+    return co, {p: match(co.path, p, deadline) for p in patterns}
 
 
 def read_documents(
-    repo: str, commit: str, patterns: Sequence[str], config: RepoConfig, cache_dir: Path
+    repo: str,
+    commit: str,
+    patterns: Sequence[str],
+    config: RepoConfig,
+    cache_dir: Path,
+    deadline: Deadline | None = None,
 ) -> list[tuple[str, str]]:
-    """``(path in the repository, text)`` of every Markdown document a knowledge leaf cites.
+    """``(path in the repository, text)`` of every document a knowledge leaf cites, each file
+    once however many patterns match it. Fetching, matching and reading PDFs share one
+    deadline (``documents.deadline_seconds`` unless one is given).
 
     Raises:
-        DocumentError: when the repository cannot be read, a pattern matches nothing, or a
-            PDF has no text layer.
+        DocumentError: when the repository cannot be read, a pattern matches nothing, a PDF
+            has no text layer, or the deadline passes.
     """
+    deadline = deadline or Deadline(config.documents.deadline_seconds)
     co, matches = documents_for(
-        {"repo": repo, "commit": commit, "patterns": list(patterns)}, config, cache_dir
+        {"repo": repo, "commit": commit, "patterns": list(patterns)}, config, cache_dir, deadline
     )
     out: list[tuple[str, str]] = []
     seen: set[Path] = set()
@@ -235,35 +382,11 @@ def read_documents(
             seen.add(hit)
             rel = hit.relative_to(co.path.resolve()).as_posix()
             if hit.suffix == ".pdf":
-                out.append((rel, pdf_text(hit, rel)))
+                out.append((rel, pdf_text(hit, rel, deadline.left(f"reading {rel}"))))
             elif hit.suffix == ".md":
+                deadline.left(f"reading {rel}")
                 out.append((rel, hit.read_text(encoding="utf-8", errors="replace")))
     return out
-
-
-def pdf_text(path: Path, name: str, max_pages: int = 500) -> str:
-    """The text layer of a PDF (pypdf; no OCR and no model downloads), one paragraph per
-    page break. A scanned PDF without a text layer is an error that says so."""
-    try:
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
-    except ImportError as exc:
-        raise DocumentError(
-            f"{name}: reading PDF documents needs pypdf (pip install pypdf)"
-        ) from exc
-    try:
-        reader = PdfReader(str(path))
-        if len(reader.pages) > max_pages:
-            raise DocumentError(f"{name}: {len(reader.pages)} pages; the limit is {max_pages}")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise DocumentError(f"{name}: not a readable PDF: {exc}") from exc
-    text = "\n\n".join(p for p in pages if p)
-    if not text.strip():
-        raise DocumentError(
-            f"{name}: the PDF has no text layer (a scan?); provide a Markdown version"
-        )
-    return text
 
 
 def check_documents(results: list[FileResult], config: RepoConfig, cache_dir: Path) -> None:
@@ -298,6 +421,8 @@ def _check_one(path: str, config: RepoConfig, cache_dir: Path) -> list[Finding]:
     try:
         _co, matches = documents_for(document, config, cache_dir)
     except DocumentError as exc:
+        if any(pattern_problem(str(p)) for p in document.get("patterns", [])):
+            return []  # rules.check_document reports it, at the pattern
         return [
             at(
                 ["document", "repo"],
@@ -338,10 +463,14 @@ def _check_one(path: str, config: RepoConfig, cache_dir: Path) -> list[Finding]:
 
 __all__ = [
     "Checkout",
+    "Deadline",
     "DocumentRules",
     "check_documents",
     "checkout",
     "documents_for",
     "match",
+    "pattern_problem",
+    "read_documents",
     "snapshot_folder",
+    "tree_size",
 ]

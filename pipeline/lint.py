@@ -8,13 +8,35 @@ Rules:
     lint.indentation       indentation width or sequence style differs from the rest of the file
     lint.tabs              a tab in a line's indentation
     lint.line-endings      CRLF or CR line ends (advisory)
+    lint.colons            a space before ':', or more than one after ':' or '?'
+    lint.hyphens           more than one space after a list's '-'
+    lint.brackets          more than one space inside '[ ]'
+    lint.braces            more than one space inside '{ }'
+
+The last four are yamllint's token rules as InstructLab configures them (the ``relaxed`` preset),
+reported at the line and column yamllint gives.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.tokens import (
+    AliasToken,
+    BlockEntryToken,
+    FlowMappingEndToken,
+    FlowMappingStartToken,
+    FlowSequenceEndToken,
+    FlowSequenceStartToken,
+    KeyToken,
+    ValueToken,
+)
 
 from pipeline.findings import Finding, Severity
 
@@ -210,3 +232,112 @@ def _indent_finding(line: int, found: int, expected: int, sequence: bool) -> Fin
         "Indent every level by the same number of spaces (2 is usual), and write lists under "
         "a key the same way everywhere (either all indented or all flush with the key).",
     )
+
+
+#: Text that may break one of the token rules; files without it skip the token scan.
+_TOKEN_SUSPECT = re.compile(r"[^\S\n]:|[:?-] {2}|[\[{] {2}| {2}[\]}]")
+
+_TOKEN_HINTS = {
+    "lint.colons": "Write 'key: value' with no space before the colon and one after it.",
+    "lint.hyphens": "Write list items as '- item' with one space after the hyphen.",
+    "lint.brackets": "Use at most one space inside [ ], e.g. [a, b] or [ a, b ].",
+    "lint.braces": "Use at most one space inside { }, e.g. {a: 1} or { a: 1 }.",
+}
+
+
+def lint_tokens(text: str) -> list[Finding]:
+    """yamllint's colons, hyphens, brackets and braces rules (relaxed preset) on the token stream.
+
+    Only files whose text could break them are scanned; a scan error ends the scan quietly
+    (the parser reports it).
+    """
+    if not _TOKEN_SUSPECT.search(text):
+        return []
+    return list(_token_findings(text))
+
+
+def _tokens(text: str) -> Iterator[Any]:
+    parser = CParser(text)
+    try:
+        while parser.check_token():
+            yield parser.get_token()
+    except YAMLError:
+        return
+    finally:
+        parser.dispose()
+
+
+def _token_findings(text: str) -> Iterator[Finding]:
+    prev: Any = None
+    token: Any = None
+    for nxt in _tokens(text):
+        if token is not None:
+            yield from _check_token(token, prev, nxt)
+        prev, token = token, nxt
+    if token is not None:
+        yield from _check_token(token, prev, None)
+
+
+def _problem(rule: str, line: int, column: int, message: str) -> Finding:
+    return Finding(rule, ERROR, line + 1, max(column, 1), message, _TOKEN_HINTS[rule])
+
+
+def _after(token: Any, nxt: Any, most: int, rule: str, message: str) -> Iterator[Finding]:
+    """yamllint's ``spaces_after`` with a maximum."""
+    if nxt is not None and token.end_mark.line == nxt.start_mark.line:
+        if nxt.start_mark.column - token.end_mark.column > most:
+            yield _problem(rule, token.start_mark.line, nxt.start_mark.column, message)
+
+
+def _before(token: Any, prev: Any, most: int, rule: str, message: str) -> Iterator[Finding]:
+    """yamllint's ``spaces_before`` with a maximum."""
+    if (
+        prev is not None
+        and prev.end_mark.line == token.start_mark.line
+        and prev.end_mark.column != 0  # a multi-line scalar that ends at a line start
+        and token.start_mark.column - prev.end_mark.column > most
+    ):
+        yield _problem(rule, token.start_mark.line, token.start_mark.column, message)
+
+
+def _check_token(token: Any, prev: Any, nxt: Any) -> Iterator[Finding]:
+    kind = type(token)
+    if kind is ValueToken:
+        glued_alias = (
+            type(prev) is AliasToken
+            and prev.end_mark.line == token.start_mark.line
+            and token.start_mark.column - prev.end_mark.column == 1
+        )
+        if not glued_alias:
+            yield from _before(token, prev, 0, "lint.colons", "too many spaces before colon")
+            yield from _after(token, nxt, 1, "lint.colons", "too many spaces after colon")
+    elif kind is KeyToken:
+        if token.end_mark.column != token.start_mark.column:  # an explicit '?' key
+            yield from _after(token, nxt, 1, "lint.colons", "too many spaces after question mark")
+    elif kind is BlockEntryToken:
+        yield from _after(token, nxt, 1, "lint.hyphens", "too many spaces after hyphen")
+    elif kind is FlowSequenceStartToken or kind is FlowMappingStartToken:
+        rule, what = _FLOW[kind]
+        empty = type(nxt) is _CLOSER[kind]
+        inside = f"too many spaces inside {'empty ' if empty else ''}{what}"
+        yield from _after(token, nxt, 1, rule, inside)
+    elif kind is FlowSequenceEndToken or kind is FlowMappingEndToken:
+        rule, what = _FLOW[kind]
+        if prev is None or type(prev) is not _OPENER[kind]:
+            yield from _before(token, prev, 1, rule, f"too many spaces inside {what}")
+
+
+_FLOW: dict[type, tuple[str, str]] = {
+    FlowSequenceStartToken: ("lint.brackets", "brackets"),
+    FlowSequenceEndToken: ("lint.brackets", "brackets"),
+    FlowMappingStartToken: ("lint.braces", "braces"),
+    FlowMappingEndToken: ("lint.braces", "braces"),
+}
+_CLOSER: dict[type, type] = {
+    FlowSequenceStartToken: FlowSequenceEndToken,
+    FlowMappingStartToken: FlowMappingEndToken,
+}
+_OPENER: dict[type, type] = {
+    FlowSequenceEndToken: FlowSequenceStartToken,
+    FlowMappingEndToken: FlowMappingStartToken,
+}

@@ -31,6 +31,14 @@ def render(results: Sequence[FileResult], fmt: str, colour: bool = False) -> str
     return render_text(results, colour)
 
 
+def omitted_lines(result: FileResult) -> list[str]:
+    """One "… and N more <rule> findings" line per rule whose findings were capped."""
+    return [
+        f"… and {count:,} more {rule} finding{'s' if count != 1 else ''}"
+        for rule, count in sorted(result.omitted.items())
+    ]
+
+
 def render_json(results: Sequence[FileResult]) -> str:
     doc = {"files": [r.as_dict() for r in results], "summary": summary(results)}
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -46,7 +54,7 @@ def render_text(results: Sequence[FileResult], colour: bool = False) -> str:
 
     out: list[str] = []
     for r in results:
-        if not r.findings:
+        if not r.findings and not r.omitted:
             continue
         out.append(c(_BOLD, r.path))
         for f in r.findings:
@@ -54,6 +62,7 @@ def render_text(results: Sequence[FileResult], colour: bool = False) -> str:
             out.append(f"{r.path}:{f.line}:{f.column}: {sev} {f.rule}: {f.message}")
             if f.hint:
                 out.append(c(_DIM, f"    fix: {f.hint}"))
+        out.extend(f"{r.path}: {line}" for line in omitted_lines(r))
         out.append("")
     s = summary(results)
     verdict = "all valid" if s["invalid"] == 0 else f"{s['invalid']} invalid"
@@ -89,6 +98,10 @@ def render_github(results: Sequence[FileResult]) -> str:
             )
             text = f.message + (f"\n{f.hint}" if f.hint else "")
             out.append(f"::{level} {props}::{_escape_data(text)}")
+        if r.omitted:
+            level = "error" if r.omitted_errors else "warning"
+            props = f"file={_escape_property(r.path)},line=1,title=labbot"
+            out.append(f"::{level} {props}::{_escape_data(chr(10).join(omitted_lines(r)))}")
     s = summary(results)
     out.append(f"labbot: {s['files']} files, {s['invalid']} invalid, {s['errors']} errors")
     return "\n".join(out) + "\n"
@@ -98,6 +111,7 @@ def render_sarif(results: Sequence[FileResult]) -> str:
     """SARIF 2.1.0, as GitHub code scanning accepts it."""
     rules: dict[str, dict[str, object]] = {}
     sarif_results = []
+    sarif_notes: list[dict[str, object]] = []  # capped findings, as tool notifications
     for r in results:
         for f in r.findings:
             if f.rule not in rules:
@@ -123,6 +137,14 @@ def render_sarif(results: Sequence[FileResult]) -> str:
                     ],
                 }
             )
+        if r.omitted:
+            sarif_notes.append(
+                {
+                    "level": "error" if r.omitted_errors else "warning",
+                    "message": {"text": f"{r.path}: " + "; ".join(omitted_lines(r))},
+                    "descriptor": {"id": "labbot.omitted"},
+                }
+            )
     doc = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
@@ -137,6 +159,9 @@ def render_sarif(results: Sequence[FileResult]) -> str:
                     }
                 },
                 "results": sarif_results,
+                "invocations": [
+                    {"executionSuccessful": True, "toolExecutionNotifications": sarif_notes}
+                ],
             }
         ],
     }

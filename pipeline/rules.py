@@ -3,7 +3,8 @@
 Rules:
     document.commit        the commit is not a full 40-character SHA
     document.repo          the repository is not an https URL on an allowed host
-    document.pattern       a pattern could match files other than .md or .pdf
+    document.pattern       a pattern could match files other than .md or .pdf, or has more
+                           than one ``**`` (exponential to match)
     attribution.missing    no attribution.txt beside the qna.yaml
     attribution.empty      attribution.txt is empty
     content.context-words  a knowledge context is longer than the guide allows (warning)
@@ -79,7 +80,28 @@ def check_document(data: dict[str, Any], root: Node, rules: DocumentRules) -> li
                         'pattern with .md or .pdf, e.g. "docs/*.md".',
                     )
                 )
+            unsafe = pattern_problem(pattern) if isinstance(pattern, str) else None
+            if unsafe:
+                findings.append(
+                    _at(
+                        root,
+                        ["document", "patterns", i],
+                        "document.pattern",
+                        ERROR,
+                        unsafe + ", which makes matching exponential in the folder depth",
+                        "Use at most one '**', e.g. \"docs/**/*.md\" rather than "
+                        '"docs/**/**/*.md" (one ** already crosses any number of folders).',
+                    )
+                )
     return findings
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a document pattern cannot be matched safely, or ``None``. Each ``**`` can stand for
+    any number of folders, so two of them make matching exponential in the tree's depth."""
+    if pattern.count("**") > 1:
+        return f"pattern '{pattern[:60]}' has more than one '**'"
+    return None
 
 
 def repo_problem(repo: str, rules: DocumentRules) -> tuple[str, str] | None:

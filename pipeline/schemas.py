@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-from pipeline.findings import Finding, Severity
+from pipeline.findings import MAX_PER_RULE, Finding, Severity
 from pipeline.yamlsource import json_path, locate
 
 ERROR = Severity.ERROR
@@ -40,9 +40,25 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+def _unique_items(
+    validator: Any, unique: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    """``uniqueItems`` by hashing: jsonschema compares every pair, which takes minutes on a list
+    of 20,000 items. Equality is JSON Schema's (``1 == 1.0``, ``true != 1``)."""
+    if unique and isinstance(instance, list) and _duplicates(instance):
+        yield ValidationError("has non-unique elements")
+
+
+#: Draft 2020-12 with a linear-time ``uniqueItems``.
+_Validator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"uniqueItems": _unique_items}
+)
+
+
 @functools.cache
 def validator(name: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(name))
+    checker: Draft202012Validator = _Validator(load_schema(name))
+    return checker
 
 
 def schema_name(kind: str, version: int) -> str:
@@ -59,7 +75,10 @@ def describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {'true' if value else 'false'}"
     if isinstance(value, int | float):
-        return f"the number {value}"
+        shown = repr(value)  # at most a few hundred digits: yamlsource caps number lengths
+        if len(shown) > MAX_VALUE_CHARS:
+            shown = shown[: MAX_VALUE_CHARS - 1] + "…"
+        return f"the number {shown}"
     if isinstance(value, dt.date):
         return f"the date {value.isoformat()}"
     if isinstance(value, str):
@@ -89,12 +108,50 @@ def _field(path: list[str | int]) -> str:
     return "the file"
 
 
-def validate(data: Any, schema: str, root: Node) -> list[Finding]:
-    """Every schema violation of ``data`` as a finding located on its node in ``root``."""
+def validate(
+    data: Any,
+    schema: str,
+    root: Node,
+    omitted: dict[str, int] | None = None,
+    per_rule: int = MAX_PER_RULE,
+) -> list[Finding]:
+    """Every schema violation of ``data`` as a finding located on its node in ``root``.
+
+    With ``omitted``, at most ``per_rule`` findings of each rule are built; the others are only
+    counted there (rule to count), so 100,000 unexpected keys cost no 100,000 hints.
+    """
     findings: list[Finding] = []
+    budget = _Budget(per_rule, omitted)
     for error in _errors(validator(schema), data):
-        findings.extend(_translate(error, root))
+        findings.extend(_translate(error, root, budget))
     return findings
+
+
+class _Budget:
+    """How many more findings of each rule to build; beyond that they are only counted."""
+
+    def __init__(self, per_rule: int, omitted: dict[str, int] | None) -> None:
+        self.per_rule = per_rule
+        self.omitted = omitted
+        self.built: dict[str, int] = {}
+
+    def take(self, rule: str) -> bool:
+        if self.omitted is None:
+            return True
+        built = self.built.get(rule, 0)
+        if built < self.per_rule:
+            self.built[rule] = built + 1
+            return True
+        self.omitted[rule] = self.omitted.get(rule, 0) + 1
+        return False
+
+
+#: The rule each single-finding validator reports.
+_ONE_FINDING = {
+    "type": "schema.type",
+    "minLength": "schema.empty",
+    "minItems": "schema.too-few",
+}
 
 
 def _errors(v: Draft202012Validator, data: Any) -> Iterator[ValidationError]:
@@ -113,7 +170,10 @@ def _finding(
     return Finding(rule, ERROR, mark.line + 1, mark.column + 1, message, hint, json_path(path))
 
 
-def _translate(error: ValidationError, root: Node) -> list[Finding]:
+def _translate(error: ValidationError, root: Node, budget: _Budget) -> list[Finding]:
+    one = _ONE_FINDING.get(str(error.validator))
+    if one is not None and not budget.take(one):
+        return []
     path = list(error.absolute_path)
     node, key_node = locate(root, path)
     field = _field(path)
@@ -133,12 +193,13 @@ def _translate(error: ValidationError, root: Node) -> list[Finding]:
                 path,
             )
             for name in missing
+            if budget.take("schema.missing-key")
         ]
     if validator_name == "unevaluatedProperties":
         known = set(subschema.get("properties", {}))
         out = []
         for k in instance:
-            if k in known:
+            if k in known or not budget.take("schema.unexpected-key"):
                 continue
             _, knode = locate(node, [k]) if isinstance(node, MappingNode) else (node, None)
             out.append(
@@ -196,6 +257,8 @@ def _translate(error: ValidationError, root: Node) -> list[Finding]:
     ):
         out = []
         for first, dup in _duplicates(instance):
+            if not budget.take("schema.duplicate"):
+                continue
             dup_node = node.value[dup] if dup < len(node.value) else node
             first_line = node.value[first].start_mark.line + 1 if first < len(node.value) else 1
             out.append(
@@ -219,6 +282,8 @@ def _translate(error: ValidationError, root: Node) -> list[Finding]:
                     path,
                 )
             ]
+    if not budget.take("schema.invalid"):
+        return []
     text = error.message
     if len(text) > 200:
         text = text[:199] + "…"
@@ -234,22 +299,41 @@ def _mapping_anchor(node: Node) -> Node:
 
 
 def _duplicates(items: list[Any]) -> list[tuple[int, int]]:
-    seen: list[tuple[int, Any]] = []
+    """(first index, repeating index) for every item equal to an earlier one, in linear time."""
+    first: dict[Any, int] = {}
     pairs = []
     for i, item in enumerate(items):
-        for j, other in seen:
-            if _equal(item, other):
-                pairs.append((j, i))
-                break
+        key = _frozen(item)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = i
         else:
-            seen.append((i, item))
+            pairs.append((seen, i))
     return pairs
 
 
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    return bool(a == b)
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a YAML value; equal exactly when JSON Schema calls them equal.
+
+    The nesting depth is bounded by yamlsource.MAX_DEPTH, so the recursion is too.
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float):
+        return ("number", value)  # 1 and 1.0 hash and compare equal, as JSON Schema wants
+    if isinstance(value, str):
+        return ("str", value)
+    if isinstance(value, list):
+        return ("list", tuple(_frozen(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((_frozen(k), _frozen(v)) for k, v in value.items()))
+    if value is None:
+        return ("null",)
+    try:
+        hash(value)
+    except TypeError:
+        return ("other", repr(value))
+    return ("other", value)
 
 
 def _unexpected_hint(key: str, known: set[str]) -> str:

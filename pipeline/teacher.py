@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from pipeline.errors import PipelineError, UsageError
+from pipeline.redact import redact, strip_credentials, url_credentials
 
 if TYPE_CHECKING:
     import httpx
@@ -144,7 +145,16 @@ class TeacherStats:
 
 
 class TeacherError(PipelineError):
-    """The teacher is unreachable, refuses requests, or answers nonsense; the run cannot go on."""
+    """The teacher is unreachable, refuses requests, or answers nonsense; the run cannot go on.
+
+    ``str(error)`` is for the operator (CLI output, the App's log): it names the teacher's
+    address, never its credentials. ``public`` is the same failure said for a pull request
+    comment: it names the teacher's model, never its address, and quotes nothing the server said.
+    """
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or "the teacher failed"
 
 
 @runtime_checkable
@@ -152,7 +162,10 @@ class Teacher(Protocol):
     """What synthetic data generation needs from a teacher model."""
 
     identity: str
-    """Stable id for cache keys, e.g. ``openai:<base_url>:<model>`` or ``embedded:<name>``."""
+    """Stable id for cache keys, e.g. ``openai:<base_url>:<model>`` or ``embedded:<name>``
+    (never with credentials; it is written into provenance files)."""
+    public_name: str
+    """What a pull request comment may call this teacher: the model's name, never its address."""
     context_window: int
     stats: TeacherStats
 
@@ -291,16 +304,29 @@ def _count(value: object) -> int | None:
 
 
 def _normalise_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """The base URL without credentials, ending in ``/v1`` when it had no path."""
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
-            f"the teacher URL {base_url!r} is not an http(s) URL; pass the base URL of an "
-            "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+            f"the teacher URL {redact(base_url)!r} is not an http(s) URL; pass the base URL of "
+            "an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
         )
-    url = base_url.rstrip("/")
+    url = strip_credentials(base_url).rstrip("/")
     if parts.path in ("", "/"):
         url += "/v1"
     return url
+
+
+def public_model_name(model: str) -> str:
+    """A model id as a comment may show it: its last path part (llama.cpp reports the model
+    file's full path as its id), printable characters only, at most 80 of them."""
+    name = model.replace("\\", "/").rstrip("/").rpartition("/")[2]
+    name = "".join(c for c in name if c.isprintable())[:80]
+    return name or "teacher"
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -315,11 +341,14 @@ class _Retry(Exception):
     fails alone) or ``server`` (429, 5xx, broken connection).
     """
 
-    def __init__(self, what: str, kind: str = "server", delay: float | None = None) -> None:
+    def __init__(
+        self, what: str, kind: str = "server", delay: float | None = None, status: int = 0
+    ) -> None:
         super().__init__(what)
         self.what = what
         self.kind = kind
         self.delay = delay
+        self.status = status
 
 
 class _Aborted(TeacherError):
@@ -369,6 +398,9 @@ class OpenAITeacher:
         if context_window is not None and context_window < 1:
             raise UsageError(f"the teacher's context window must be positive, not {context_window}")
         self.base_url = _normalise_base_url(base_url)
+        credentials = url_credentials(base_url)
+        self._secrets = tuple(s for s in (api_key, *(credentials or ())) if s)
+        self.public_name = public_model_name(model) if model else ""
         self.concurrency = concurrency
         self.retries = retries
         self.backoff = backoff
@@ -377,9 +409,13 @@ class OpenAITeacher:
         self._scale = 1.0  # raised when the server counts more prompt tokens than we do
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
+        # An API key goes in a bearer header; credentials written in the URL (and only when there
+        # is no key) become HTTP basic auth. Either way the URL kept and shown has none.
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        auth = httpx.BasicAuth(*credentials) if credentials and not api_key else None
         self._client = httpx.Client(
             headers=headers,
+            auth=auth,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
@@ -393,6 +429,7 @@ class OpenAITeacher:
             self._client.close()
             raise
         self.model: str = str(entry["id"])
+        self.public_name = public_model_name(self.model)
         self.context_window = context_window
         self.identity = f"openai:{self.base_url}:{self.model}"
 
@@ -496,16 +533,32 @@ class OpenAITeacher:
         base: float = min(_MAX_BACKOFF, self.backoff * (2**attempt))
         return base * random.uniform(0.75, 1.25)
 
+    def _who(self) -> str:
+        """The teacher as a pull request comment may name it."""
+        return f"the teacher ({self.public_name})" if self.public_name else "the teacher"
+
+    def _error(self, message: str, public: str) -> TeacherError:
+        """A TeacherError whose operator message is cleaned of every secret labbot knows."""
+        return TeacherError(redact(message, self._secrets), public)
+
     def _gave_up(self, exc: _Retry) -> TeacherError:
         if exc.kind == "unreachable":
-            return TeacherError(
+            return self._error(
                 f"cannot reach the teacher at {self.base_url}: {exc.what}; start it "
-                "or pass --teacher embedded"
+                "or pass --teacher embedded",
+                f"{self._who()} cannot be reached",
             )
-        return TeacherError(
+        if exc.kind == "timeout":
+            public = f"{self._who()} did not answer in time"
+        elif exc.status:
+            public = f"{self._who()} keeps failing (HTTP {exc.status})"
+        else:
+            public = f"{self._who()} keeps failing"
+        return self._error(
             f"the teacher at {self.base_url} keeps failing: {exc.what} "
             f"({self.retries + 1} tries); check the server's log, or lower "
-            "--concurrency if it is overloaded"
+            "--concurrency if it is overloaded",
+            public,
         )
 
     def _send(
@@ -527,9 +580,10 @@ class OpenAITeacher:
             message = self._error_message(response)
             if response.status_code == 400 and _OVERFLOW.search(message):
                 raise _Overflow(message)
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} refused a chat request with HTTP "
-                f"{response.status_code}: {message}; check --teacher and the server's model"
+                f"{response.status_code}: {message}; check --teacher and the server's model",
+                f"{self._who()} refused a request (HTTP {response.status_code})",
             )
         data = self._json(response, "/chat/completions")
         try:
@@ -541,9 +595,10 @@ class OpenAITeacher:
             finish = str(choice.get("finish_reason") or "unknown")
             usage = data.get("usage") or {}
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} answered nonsense: no choices[0].message.content "
-                f"in {_snippet(response.text)!r} ({exc}); is it an OpenAI-compatible server?"
+                f"in {_snippet(response.text)!r} ({exc}); is it an OpenAI-compatible server?",
+                f"{self._who()} answered something that is not a chat completion",
             ) from None
         if not isinstance(usage, dict):
             usage = {}
@@ -580,8 +635,9 @@ class OpenAITeacher:
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
                 raise _Retry(f"the connection broke ({exc or type(exc).__name__})") from None
             except httpx.HTTPError as exc:
-                raise TeacherError(
-                    f"cannot talk to the teacher at {self.base_url}: {exc}"
+                raise self._error(
+                    f"cannot talk to the teacher at {self.base_url}: {exc}",
+                    f"cannot talk to {self._who()}",
                 ) from None
             finally:
                 self.stats.add(busy_seconds=time.monotonic() - start)
@@ -589,16 +645,19 @@ class OpenAITeacher:
             raise _Retry(
                 f"HTTP {response.status_code}: {self._error_message(response)}",
                 delay=_retry_after(response),
+                status=response.status_code,
             )
         if response.status_code in (401, 403):
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} rejected the credentials (HTTP "
-                f"{response.status_code}): pass the right API key"
+                f"{response.status_code}): pass the right API key (LABBOT_TEACHER_API_KEY)",
+                f"{self._who()} rejected labbot's credentials (HTTP {response.status_code})",
             )
         if response.status_code == 404:
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} has no {urlsplit(url).path} (HTTP 404); the "
-                "teacher URL should be the base of an OpenAI-compatible API, usually ending in /v1"
+                "teacher URL should be the base of an OpenAI-compatible API, usually ending in /v1",
+                f"{self._who()} does not serve the OpenAI API labbot needs (HTTP 404)",
             )
         return response
 
@@ -606,26 +665,15 @@ class OpenAITeacher:
         try:
             return response.json()
         except ValueError:
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} answered nonsense to {what}: "
-                f"{_snippet(response.text)!r} is not JSON; is it an OpenAI-compatible server?"
+                f"{_snippet(response.text)!r} is not JSON; is it an OpenAI-compatible server?",
+                f"{self._who()} answered something that is not JSON",
             ) from None
 
-    @staticmethod
-    def _error_message(response: httpx.Response) -> str:
-        try:
-            data = response.json()
-        except ValueError:
-            return _snippet(response.text) or response.reason_phrase
-        if isinstance(data, dict):
-            error = data.get("error", data)
-            if isinstance(error, dict) and isinstance(error.get("message"), str):
-                return str(error["message"])
-            if isinstance(error, str):
-                return error
-            if isinstance(data.get("detail"), str):
-                return str(data["detail"])
-        return _snippet(response.text)
+    def _error_message(self, response: httpx.Response) -> str:
+        """The server's own words about an error, cleaned of the secrets labbot sent it."""
+        return redact(_server_message(response), self._secrets)
 
     def _raise_scale(self, actual: int, counted: int) -> None:
         with self._lock:
@@ -675,21 +723,26 @@ class OpenAITeacher:
     def _discover_model(self, model: str | None) -> dict[str, Any]:
         response = self._get(f"{self.base_url}/models")
         if response.status_code != 200:
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} answered HTTP {response.status_code} to "
-                f"GET /models: {self._error_message(response)}"
+                f"GET /models: {self._error_message(response)}",
+                f"{self._who()} refused to list its models (HTTP {response.status_code})",
             )
         data = self._json(response, "GET /models")
         entries = data.get("data") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not all(
             isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries
         ):
-            raise TeacherError(
+            raise self._error(
                 f"the teacher at {self.base_url} answered nonsense to GET /models: "
-                f"{_snippet(response.text)!r}; is it an OpenAI-compatible server?"
+                f"{_snippet(response.text)!r}; is it an OpenAI-compatible server?",
+                f"{self._who()} answered something that is not a model list",
             )
         if not entries:
-            raise TeacherError(f"the teacher at {self.base_url} serves no model (GET /models)")
+            raise self._error(
+                f"the teacher at {self.base_url} serves no model (GET /models)",
+                f"{self._who()} serves no model",
+            )
         if model is None:
             return dict(entries[0])
         for entry in entries:
@@ -743,6 +796,22 @@ class OpenAITeacher:
         return _positive_int(data.get("n_ctx"))
 
 
+def _server_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return _snippet(response.text) or response.reason_phrase
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("detail"), str):
+            return str(data["detail"])
+    return _snippet(response.text)
+
+
 def _connect_reason(exc: Exception) -> str:
     text = str(exc).lower()
     if "refused" in text:
@@ -787,6 +856,7 @@ class EmbeddedTeacher:
         self.device = device
         self.batch_size = max(1, batch_size)
         self.identity = f"embedded:{self.model_dir.name}"
+        self.public_name = public_model_name(self.model_dir.name)
         self.stats = TeacherStats()
         self._load_lock = threading.Lock()
         self._generate_lock = threading.Lock()
@@ -969,8 +1039,14 @@ def make_teacher(
     cache_dir: Path,
     concurrency: int = 4,
     context_window: int | None = None,
+    api_key: str | None = None,
+    timeout: float = 120.0,
 ) -> Teacher:
-    """The teacher named by ``--teacher``: ``embedded`` or the URL of an OpenAI-compatible API."""
+    """The teacher named by ``--teacher``: ``embedded`` or the URL of an OpenAI-compatible API.
+
+    ``api_key`` is sent as a bearer token; ``timeout`` bounds each HTTP request, in seconds.
+    Neither applies to the embedded model.
+    """
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
     if context_window is not None and context_window < 1:
@@ -980,8 +1056,14 @@ def make_teacher(
 
         return EmbeddedTeacher(embedded.model_dir(cache_dir), max_context=context_window or 2048)
     if urlsplit(spec).scheme in ("http", "https"):
-        return OpenAITeacher(spec, concurrency=concurrency, context_window=context_window)
+        return OpenAITeacher(
+            spec,
+            api_key=api_key or None,
+            concurrency=concurrency,
+            context_window=context_window,
+            timeout=timeout,
+        )
     raise UsageError(
-        f"unknown teacher {spec!r}: use 'embedded' (the built-in SmolLM2) or the URL of an "
+        f"unknown teacher {redact(spec)!r}: use 'embedded' (the built-in SmolLM2) or the URL of an "
         "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
     )

@@ -13,7 +13,10 @@ The pure entry point is :func:`validate_bytes`; :func:`validate_path` reads the 
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -21,8 +24,8 @@ from typing import Any
 from ruamel.yaml.nodes import MappingNode, Node
 
 from pipeline.config import RepoConfig
-from pipeline.findings import FileResult, Finding, Severity
-from pipeline.lint import lint_nodes, lint_text
+from pipeline.findings import MAX_PER_RULE, FileResult, Finding, Severity
+from pipeline.lint import lint_nodes, lint_text, lint_tokens
 from pipeline.rules import check_attribution, check_content, check_document
 from pipeline.schemas import schema_name, validate
 from pipeline.yamlsource import compose, construct, decode, locate
@@ -81,14 +84,51 @@ def validate_bytes(
     profile: Profile,
     config: RepoConfig,
     attribution: bytes | None | _Missing = NOT_LOOKED_UP,
+    *,
+    per_rule: int = MAX_PER_RULE,
 ) -> FileResult:
     """Check one file's bytes. ``path`` picks the kind and is reported as given.
 
     ``attribution`` is the content of the sibling attribution.txt, ``None`` when it does not
     exist, or :data:`NOT_LOOKED_UP` to skip the attribution rule.
+
+    Time and memory are linear in ``len(raw)``, whatever its shape. Each rule keeps at most
+    ``per_rule`` findings; the rest are counted in ``FileResult.omitted``.
     """
+    with _collector_paused():
+        return _validate_bytes(raw, path, profile, config, attribution, per_rule)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a file's node tree is built.
+
+    A large file allocates hundreds of thousands of nodes and marks; each allocation burst
+    would start a collection that walks all of them again, doubling the cost. Nothing made
+    here needs the collector to be freed, and it runs again (if it was on) as soon as the file
+    is done.
+    """
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _validate_bytes(
+    raw: bytes,
+    path: str,
+    profile: Profile,
+    config: RepoConfig,
+    attribution: bytes | None | _Missing,
+    per_rule: int,
+) -> FileResult:
     result = FileResult(path=path, kind=kind_from_path(path))
-    add = result.findings.extend
+
+    def add(findings: Iterable[Finding]) -> None:
+        result.add(findings, per_rule)
 
     name = PurePath(path).name
     if name != FILE_NAME:
@@ -124,16 +164,15 @@ def validate_bytes(
         if found:  # syntax error: the line checks still help
             add(text_lint)
             return _done(result)
-        add(text_lint)
-        _empty(result, profile)
+        _empty(result, profile)  # nothing but blank lines and comments: InstructLab lints none
         return _done(result)
 
     data, construct_findings = construct(root)
-    if data is None:
-        add(construct_findings)
+    if data is None and any(f.rule == "yaml.alias-expansion" for f in construct_findings):
+        add(construct_findings)  # the data must not be used
         return _done(result)
     if not data:
-        add(construct_findings + text_lint)
+        add(construct_findings)
         _empty(result, profile)
         return _done(result)
     if not isinstance(data, dict):
@@ -177,16 +216,20 @@ def validate_bytes(
     result.version = version
     add(version_findings)
 
-    style = construct_findings + text_lint + lint_nodes(root, text)
+    style = construct_findings + text_lint + lint_nodes(root, text) + lint_tokens(text)
     legacy = version is not None and version < 2 and kind != "knowledge"
     if legacy and not profile.strict_legacy:
-        style = [f.with_severity(WARNING) for f in style if f.rule != "yaml.tag"] + [
-            f for f in style if f.rule == "yaml.tag"
+        # Upstream skips lint for version 1; a tag or an unreadable number still crashes it.
+        style = [f.with_severity(WARNING) for f in style if f.rule not in _NEVER_RELAXED] + [
+            f for f in style if f.rule in _NEVER_RELAXED
         ]
     add(style)
 
     if check_schema and version is not None:
-        add(validate(data, schema_name(kind, version), root))
+        schema_omitted: dict[str, int] = {}
+        add(validate(data, schema_name(kind, version), root, schema_omitted, per_rule))
+        for rule, count in schema_omitted.items():
+            result.count_omitted(rule, ERROR, count)
         if kind == "knowledge":
             add(check_document(data, root, config.documents))
         add(check_content(data, kind, root, config.content))
@@ -197,6 +240,9 @@ def validate_bytes(
         else:
             add(check_attribution(attribution, WARNING))
     return _done(result)
+
+
+_NEVER_RELAXED = frozenset({"yaml.tag", "schema.type"})
 
 
 def _too_big(size: int, limit: int) -> Finding:
@@ -320,10 +366,63 @@ def read_attribution(qna_path: str) -> bytes | None:
         return None
 
 
+def _symlink_finding(path: str) -> Finding | None:
+    """A ``file.symlink`` finding when ``path`` or a folder above it is a link that escapes."""
+    hint = (
+        "Commit the file itself, not a symbolic link: replace the link with a copy "
+        '(cp --remove-destination "$(readlink -f {0})" {0}).'
+    )
+    try:
+        if os.path.islink(path):
+            target = os.readlink(path)
+            return Finding(
+                "file.symlink",
+                ERROR,
+                1,
+                1,
+                f"{path} is a symbolic link (to {target}); labbot does not follow links",
+                hint.format(path),
+            )
+        folder = os.path.dirname(path)
+        while folder and folder not in (os.sep, "."):
+            parent = os.path.dirname(folder)
+            if os.path.islink(folder):
+                real = os.path.realpath(folder)
+                inside = os.path.realpath(parent or ".")
+                if os.path.commonpath([real, inside]) != inside:
+                    return Finding(
+                        "file.symlink",
+                        ERROR,
+                        1,
+                        1,
+                        f"the folder {folder} is a symbolic link to {real}, outside "
+                        f"{parent or '.'}; labbot does not follow it",
+                        "Move the files into the taxonomy tree instead of linking to them.",
+                    )
+            if parent == folder:
+                break
+            folder = parent
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def validate_path(
-    path: str, profile: Profile, config: RepoConfig, *, check_attribution: bool = True
+    path: str,
+    profile: Profile,
+    config: RepoConfig,
+    *,
+    check_attribution: bool = True,
+    per_rule: int = MAX_PER_RULE,
 ) -> FileResult:
-    """Read and check one file on disk. Never raises for bad or missing files."""
+    """Read and check one file on disk. Never raises for bad or missing files.
+
+    A symbolic link is never followed: a linked qna.yaml, or one below a linked folder that
+    leads out of its parent folder, is a ``file.symlink`` error.
+    """
+    link = _symlink_finding(path)
+    if link is not None:
+        return FileResult(path=path, kind=kind_from_path(path), findings=[link])
     try:
         if not os.path.isfile(path):
             raise FileNotFoundError(path)
@@ -355,4 +454,4 @@ def validate_path(
     attribution: bytes | None | _Missing = NOT_LOOKED_UP
     if check_attribution:
         attribution = read_attribution(path)
-    return validate_bytes(raw, path, profile, config, attribution)
+    return validate_bytes(raw, path, profile, config, attribution, per_rule=per_rule)

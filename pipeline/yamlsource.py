@@ -22,19 +22,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ruamel.yaml import YAML
+from ruamel.yaml.composer import ComposerError
+from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import implicit_resolvers
+from ruamel.yaml.tag import Tag
 
 from pipeline.findings import Finding, Severity
 
 ERROR = Severity.ERROR
 WARNING = Severity.WARNING
 
-#: Aliases may add at most this many nodes beyond the file's own (the "billion laughs" guard).
+#: Aliases may add at most this many values beyond the file's own (the "billion laughs" guard).
 ALIAS_EXPANSION_CAP = 10_000
-#: Deeper flow nesting than this is refused before the parser sees it.
-MAX_FLOW_DEPTH = 200
+#: For that cap a long scalar counts as one value per this many characters, so an alias may not
+#: repeat a long text thousands of times either.
+SCALAR_CHARS_PER_VALUE = 100
+#: Lists and mappings (block or flow, complex keys included) nest at most this deep.
+MAX_DEPTH = 200
+#: Nodes (scalars, lists, mappings) one file may hold. Real files hold a few hundred; every node
+#: costs a few microseconds in each step, so this bounds a 2 MiB file's time.
+MAX_VALUES = 200_000
+#: A scalar YAML reads as a number may be at most this long; longer ones cannot be handled
+#: (Python refuses decimal conversions over 4,300 digits) and are reported instead.
+MAX_NUMBER_CHARS = 1000
 
 _T = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
@@ -122,51 +144,179 @@ def decode(raw: bytes) -> tuple[str | None, list[Finding]]:
     return text, findings
 
 
-def _flow_depth_finding(text: str) -> Finding | None:
-    depth = 0
-    for i, ch in enumerate(text):
-        if ch in "[{":
-            depth += 1
-            if depth > MAX_FLOW_DEPTH:
-                line, col = _position(text, i)
-                return Finding(
-                    "yaml.nesting",
-                    ERROR,
-                    line,
-                    col,
-                    f"brackets are nested more than {MAX_FLOW_DEPTH} levels deep",
-                    "A qna.yaml needs only a few levels of nesting; remove the extra brackets.",
+class _Refused(Exception):
+    """The text is refused at ``mark`` before it is fully read (see :func:`compose`)."""
+
+    def __init__(self, rule: str, mark: Any, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.finding = Finding(rule, ERROR, mark.line + 1, mark.column + 1, message, hint)
+
+
+def _too_deep(mark: Any) -> _Refused:
+    return _Refused(
+        "yaml.nesting",
+        mark,
+        f"lists and mappings are nested more than {MAX_DEPTH} levels deep here",
+        "A qna.yaml needs only a few levels of nesting; remove the extra '-', '?', '[' or '{' "
+        "(or the extra indentation).",
+    )
+
+
+def _too_many(mark: Any) -> _Refused:
+    return _Refused(
+        "yaml.too-many-values",
+        mark,
+        f"the file holds more than {MAX_VALUES:,} values (texts, keys, lists and mappings); "
+        "reading stopped here",
+        "A qna.yaml needs a few hundred values; split the contribution or remove the "
+        "generated content.",
+    )
+
+
+def _resolvers() -> dict[str, tuple[tuple[str, re.Pattern[str]], ...]]:
+    """YAML 1.1 implicit resolvers (the ones PyYAML uses) by the first character of a value."""
+    table: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    for versions, tag, regexp, first in implicit_resolvers:
+        if (1, 1) not in versions:
+            continue
+        compiled = re.compile(regexp.pattern, regexp.flags)  # ruamel's are lazy proxies: slow
+        for char in first or [""]:
+            table.setdefault(char or "", []).append((tag, compiled))
+    return {char: tuple(entries) for char, entries in table.items()}
+
+
+_RESOLVERS = _resolvers()
+_TAG_OBJECTS: dict[str, Tag] = {}
+_STR_TAG = Tag(suffix=_STR)
+_TAG_OBJECTS[_STR] = _STR_TAG
+
+
+def _tag(name: str) -> Tag:
+    found = _TAG_OBJECTS.get(name)
+    if found is None:
+        found = Tag(suffix=name)
+        if len(_TAG_OBJECTS) < 1000:  # contributor-chosen tags must not grow a global table
+            _TAG_OBJECTS[name] = found
+    return found
+
+
+def _compose_events(text: str) -> Node | None:
+    """Build the node tree from libyaml's events with an explicit stack.
+
+    ruamel's composer (C or Python) recurses once per nesting level, so a few thousand ``- ``
+    overflow the C stack. Here depth costs no recursion and is refused at :data:`MAX_DEPTH`.
+    Raises ruamel's ``MarkedYAMLError`` for syntax errors and :class:`_Refused` past
+    :data:`MAX_DEPTH` or :data:`MAX_VALUES`.
+    """
+    parser = CParser(text)
+    root: Node | None = None
+    stack: list[Any] = []  # open collections
+    keys: list[Any] = []  # per open collection: a mapping key waiting for its value
+    anchors: dict[str, Node] = {}
+    documents = values = 0
+    resolvers = _RESOLVERS
+    str_tag, seq_tag, map_tag = _tag(_STR), _tag(_SEQ), _tag(_MAP)
+    parent: Any = None  # stack[-1], or None at the top
+    in_seq = False
+    try:
+        while True:
+            event = parser.get_event()
+            kind = type(event)
+            if kind is ScalarEvent:
+                values += 1
+                if values > MAX_VALUES:
+                    raise _too_many(event.start_mark)
+                tag = event.tag
+                if tag is None or tag == "!":
+                    ctag = str_tag
+                    value = event.value
+                    if event.implicit[0]:
+                        for name, regexp in resolvers.get(value[:1], ()):
+                            if regexp.match(value):
+                                ctag = _tag(name)
+                                break
+                else:
+                    ctag = _tag(tag)
+                node: Any = _Scalar(
+                    ctag, event.value, event.start_mark, event.end_mark, event.style
                 )
-        elif ch in "]}" and depth:
-            depth -= 1
-    return None
-
-
-def _loader() -> YAML:
-    yaml = YAML(typ="safe", pure=False)
-    yaml.version = (1, 1)  # resolve scalars as PyYAML (and so InstructLab) does
-    return yaml
-
-
-_YAML = _loader()
+            elif kind is SequenceStartEvent or kind is MappingStartEvent:
+                values += 1
+                if values > MAX_VALUES:
+                    raise _too_many(event.start_mark)
+                if len(stack) >= MAX_DEPTH:
+                    raise _too_deep(event.start_mark)
+                tag = event.tag
+                if kind is SequenceStartEvent:
+                    ctag = seq_tag if tag is None or tag == "!" else _tag(tag)
+                    node = _Sequence(ctag, event.start_mark, event.flow_style)
+                else:
+                    ctag = map_tag if tag is None or tag == "!" else _tag(tag)
+                    node = _Mapping(ctag, event.start_mark, event.flow_style)
+            elif kind is SequenceEndEvent or kind is MappingEndEvent:
+                stack.pop().end_mark = event.end_mark
+                keys.pop()
+                parent = stack[-1] if stack else None
+                in_seq = type(parent) is _Sequence
+                continue
+            elif kind is AliasEvent:
+                node = anchors.get(event.anchor)
+                if node is None:
+                    raise ComposerError(
+                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+                    )
+            elif kind is DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    raise ComposerError(
+                        "expected a single document in the stream",
+                        root.start_mark if root is not None else None,
+                        "but found another document",
+                        event.start_mark,
+                    )
+                continue
+            elif kind is StreamEndEvent:
+                break
+            else:  # stream start, document end
+                continue
+            if kind is not AliasEvent and event.anchor is not None:
+                node.anchor = event.anchor
+                anchors[event.anchor] = node
+            # attach the node to its parent
+            if parent is None:
+                root = node
+            elif in_seq:
+                parent.value.append(node)
+            elif keys[-1] is None:
+                keys[-1] = node
+            else:
+                parent.value.append((keys[-1], node))
+                keys[-1] = None
+            if kind is SequenceStartEvent or kind is MappingStartEvent:
+                stack.append(node)
+                keys.append(None)
+                parent = node
+                in_seq = kind is SequenceStartEvent
+    finally:
+        parser.dispose()
+    return root
 
 
 def compose(text: str) -> tuple[Node | None, list[Finding]]:
-    """Parse text into a node tree that keeps every node's start and end position."""
-    if "[" in text or "{" in text:
-        deep = _flow_depth_finding(text)
-        if deep is not None:
-            return None, [deep]
+    """Parse text into a node tree that keeps every node's start and end position.
+
+    Cost is linear in the text and independent of its nesting: a collection nested deeper than
+    :data:`MAX_DEPTH` levels is a ``yaml.nesting`` finding at its position, and reading stops
+    with a ``yaml.too-many-values`` finding after :data:`MAX_VALUES` nodes.
+    """
     try:
-        return _YAML.compose(text), []
+        return _compose_events(text), []
+    except _Refused as refused:
+        return None, [refused.finding]
     except MarkedYAMLError as exc:
         return None, [_syntax_finding(exc, text)]
     except YAMLError as exc:  # errors without a mark (rare)
         return None, [Finding("yaml.syntax", ERROR, 1, 1, str(exc).splitlines()[0], _SYNTAX_HINT)]
-    except RecursionError:
-        return None, [
-            Finding("yaml.nesting", ERROR, 1, 1, "the YAML is nested too deeply to read", "")
-        ]
 
 
 _SYNTAX_HINT = (
@@ -242,12 +392,15 @@ class _Constructor:
         self.findings: list[Finding] = []
         self.memo: dict[int, _Built] = {}
         self.active: set[int] = set()
+        self.unique = 0  # the weight of the distinct nodes (what the file itself holds)
 
     def node_finding(self, node: Node, rule: str, message: str, hint: str) -> None:
         mark = node.start_mark
         self.findings.append(Finding(rule, ERROR, mark.line + 1, mark.column + 1, message, hint))
 
     def build(self, node: Node) -> _Built:
+        if node.anchor is None:  # only an anchored node can be reached twice
+            return self._build(node)
         key = id(node)
         done = self.memo.get(key)
         if done is not None:
@@ -283,7 +436,10 @@ class _Constructor:
 
     def _build(self, node: Node) -> _Built:
         if isinstance(node, ScalarNode):
-            return _Built(self.scalar(node), 1)
+            weight = 1 + len(node.value) // SCALAR_CHARS_PER_VALUE
+            self.unique += weight
+            return _Built(self.scalar(node), weight)
+        self.unique += 1
         if isinstance(node, SequenceNode):
             self._check_tag(node, {_SEQ})
             items: list[Any] = []
@@ -355,9 +511,21 @@ class _Constructor:
                 mapping.setdefault(k, v)
         return size
 
+    def _unreadable_number(self, node: ScalarNode) -> None:
+        digits = len(node.value)
+        self.node_finding(
+            node,
+            "schema.type",
+            f"YAML reads this {digits:,}-character value as a number, and no YAML reader can "
+            "handle a number that long (InstructLab's loader fails on it)",
+            'Quote the value so YAML reads it as text, e.g. answer: "123…".',
+        )
+
     def scalar(self, node: ScalarNode, key: bool = False) -> Any:
-        tag = node.tag
         value: str = node.value
+        if node.ctag is _STR_TAG:  # most scalars: skip rendering the tag to text
+            return value
+        tag = node.tag
         if tag == _STR or tag == _VALUE:
             return value
         if tag == _MERGE:
@@ -366,10 +534,13 @@ class _Constructor:
             return None
         if tag == _BOOL:
             return value.lower() in ("yes", "true", "on", "y")
-        if tag == _INT:
-            parsed = _int11(value)
-            return value if parsed is None else parsed
-        if tag == _FLOAT:
+        if tag == _INT or tag == _FLOAT:
+            if len(value) > MAX_NUMBER_CHARS:
+                self._unreadable_number(node)
+                return value
+            if tag == _INT:
+                parsed = _int11(value)
+                return value if parsed is None else parsed
             fparsed = _float11(value)
             return value if fparsed is None else fparsed
         if tag == _TIMESTAMP:
@@ -379,6 +550,8 @@ class _Constructor:
 
 
 def _int11(text: str) -> int | None:
+    if text.isdigit() and (text[0] != "0" or len(text) == 1):
+        return int(text)  # the common case, decimal without sign or underscores
     s = text.replace("_", "")
     sign = -1 if s.startswith("-") else 1
     s = s.lstrip("+-")
@@ -447,8 +620,7 @@ def construct(root: Node) -> tuple[Any, list[Finding]]:
                 "A qna.yaml needs only a few levels of nesting.",
             )
         ]
-    unique = len(builder.memo)
-    if built.size - unique > ALIAS_EXPANSION_CAP:
+    if built.size - builder.unique > ALIAS_EXPANSION_CAP:
         mark = root.start_mark
         return None, [
             *builder.findings,
@@ -469,16 +641,14 @@ def locate(root: Node, path: Sequence[str | int]) -> tuple[Node, Node | None]:
     """The node at a JSON path, and the key node that names it (``None`` for list items).
 
     Follows the path as far as it exists; a missing step returns the deepest node found.
-    Duplicate keys resolve to the last occurrence, as the loaded data does.
+    Duplicate keys resolve to the last occurrence, as the loaded data does. Each mapping's keys
+    are indexed once, so locating many paths in a wide mapping stays linear.
     """
     node: Node = root
     key_node: Node | None = None
     for step in path:
         if isinstance(node, MappingNode):
-            found = None
-            for k, v in node.value:
-                if isinstance(k, ScalarNode) and _key_matches(k, step):
-                    found = (k, v)
+            found = _key_index(node).get(step if isinstance(step, str) else str(step))
             if found is None:
                 return node, key_node
             key_node, node = found
@@ -489,10 +659,46 @@ def locate(root: Node, path: Sequence[str | int]) -> tuple[Node, Node | None]:
     return node, key_node
 
 
-def _key_matches(key_node: ScalarNode, step: str | int) -> bool:
-    if key_node.value == step:
-        return True
-    return isinstance(step, int | bool) and key_node.value == str(step)
+# ruamel's node classes with a lean constructor (node creation is most of the cost of a
+# large file); the mapping can also keep the index that :func:`locate` builds.
+class _Scalar(ScalarNode):
+    __slots__ = ()
+
+    def __init__(self, tag: Tag, value: str, start: Any, end: Any, style: Any) -> None:
+        self.ctag, self.value, self.start_mark, self.end_mark = tag, value, start, end
+        self.style, self.comment, self.anchor = style, None, None
+
+
+class _Sequence(SequenceNode):
+    __slots__ = ()
+
+    def __init__(self, tag: Tag, start: Any, flow_style: Any) -> None:
+        self.ctag, self.value, self.start_mark, self.end_mark = tag, [], start, None
+        self.flow_style, self.comment, self.anchor = flow_style, None, None
+
+
+class _Mapping(MappingNode):
+    __slots__ = ("key_index",)
+    key_index: dict[str, tuple[Node, Node]]
+
+    def __init__(self, tag: Tag, start: Any, flow_style: Any) -> None:
+        self.ctag, self.value, self.start_mark, self.end_mark = tag, [], start, None
+        self.flow_style, self.comment, self.anchor, self.merge = flow_style, None, None, None
+
+
+def _key_index(node: MappingNode) -> dict[str, tuple[Node, Node]]:
+    """Scalar key text to (key node, value node), the last occurrence winning."""
+    try:
+        cached: dict[str, tuple[Node, Node]] = node.key_index  # type: ignore[attr-defined]
+        return cached
+    except AttributeError:
+        pass
+    index: dict[str, tuple[Node, Node]] = {
+        k.value: (k, v) for k, v in node.value if isinstance(k, ScalarNode)
+    }
+    if isinstance(node, _Mapping):
+        node.key_index = index
+    return index
 
 
 def json_path(path: Sequence[str | int]) -> str:

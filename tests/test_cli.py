@@ -165,3 +165,52 @@ def test_console_script_is_installed() -> None:
     assert exe, "the labbot console script is not on PATH"
     out = subprocess.run([exe, "check", str(ROOT / "taxonomy")], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_symlinked_qna_yaml_is_an_error_and_not_followed(run_cli, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(SKILL)  # a valid file: following the link would pass the check
+    leaf = tmp_path / "taxonomy/compositional_skills/linked"
+    leaf.mkdir(parents=True)
+    (leaf / "qna.yaml").symlink_to(secret)
+    outside = tmp_path / "elsewhere/units"
+    outside.mkdir(parents=True)
+    (outside / "qna.yaml").write_text(SKILL)
+    (tmp_path / "taxonomy/knowledge").mkdir()
+    (tmp_path / "taxonomy/knowledge/linked_folder").symlink_to(outside)
+    for args in (["taxonomy"], ["taxonomy/compositional_skills/linked/qna.yaml"]):
+        run = run_cli(["check", "--format", "json", *args])
+        assert run.code == 1, run.out
+        files = run.json()["files"]
+        assert files and all(not f["valid"] for f in files)
+        for f in files:
+            assert [(x["rule"], x["line"]) for x in f["findings"]] == [("file.symlink", 1)]
+            assert f["findings"][0]["hint"]
+    folders = run_cli(["check", "--format", "json", "taxonomy"]).json()["files"]
+    assert sorted(f["path"] for f in folders) == [
+        "taxonomy/compositional_skills/linked/qna.yaml",
+        "taxonomy/knowledge/linked_folder/qna.yaml",
+    ]
+
+
+def test_capped_findings_are_counted_in_every_format(run_cli, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    flood = SKILL + "".join(f"k{i}: v\n" for i in range(500))
+    write_leaf(tmp_path, "taxonomy/compositional_skills/flood", flood)
+    doc = run_cli(["check", "--format", "json", "taxonomy"]).json()
+    (result,) = doc["files"]
+    kept = [f for f in result["findings"] if f["rule"] == "schema.unexpected-key"]
+    assert len(kept) == 20 and kept[0]["line"] == 15
+    assert result["omitted"] == {"schema.unexpected-key": 480}
+    assert doc["summary"]["errors"] == 500
+    text = run_cli(["check", "taxonomy"]).out
+    assert "… and 480 more schema.unexpected-key findings" in text
+    assert "(500 errors" in text
+    github = run_cli(["check", "--format", "github", "taxonomy"]).out
+    assert github.count("::error ") == 21 and "480 more schema.unexpected-key" in github
+    sarif = json.loads(run_cli(["check", "--format", "sarif", "taxonomy"]).out)
+    run = sarif["runs"][0]
+    assert len(run["results"]) == 20
+    notes = run["invocations"][0]["toolExecutionNotifications"]
+    assert "480 more schema.unexpected-key" in notes[0]["message"]["text"]

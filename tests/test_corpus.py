@@ -13,13 +13,20 @@ from pipeline.validate import PROFILES, validate_path
 
 #: In the tree profile, labbot may reject an upstream-accepted file only for these rules.
 EXEMPT = {"file", "document", "attribution"}
+#: Compare every finding: no per-rule cap (the capped verdicts are checked to be the same).
+ALL = 10**9
 
 
 def test_tree_profile_agrees_with_upstream_cli(corpus: Path) -> None:
     rows = [json.loads(line) for line in (corpus / "verdicts.jsonl").read_text().splitlines()]
     config = RepoConfig()
-    results = [validate_path(str(corpus / r["file"]), PROFILES["tree"], config) for r in rows]
+    results = [
+        validate_path(str(corpus / r["file"]), PROFILES["tree"], config, per_rule=ALL) for r in rows
+    ]
     assert len(results) == len(rows), "every file gets exactly one result"
+    capped = [validate_path(str(corpus / r["file"]), PROFILES["tree"], config) for r in rows]
+    assert [r.valid for r in capped] == [r.valid for r in results]
+    assert [r.errors for r in capped] == [r.errors for r in results]
 
     agree = stricter = 0
     wrongly_rejected = []
@@ -86,10 +93,43 @@ def test_lint_findings_match_yamllint_positions(corpus: Path) -> None:
         msgs = [m for m in row["profiles"]["cli"]["messages"] if m["source"] == "yamllint"]
         if not msgs:
             continue
-        res = validate_path(str(corpus / row["file"]), PROFILES["tree"], config)
+        res = validate_path(str(corpus / row["file"]), PROFILES["tree"], config, per_rule=ALL)
         positions = {(f.line, f.column) for f in res.findings if f.category == "lint"}
         for m in msgs:
             total += 1
             exact += (m["line"], m["col"]) in positions
     print(f"\nyamllint findings reproduced at the same line and column: {exact}/{total}")
     assert total > 50 and exact == total
+
+
+TOKEN_RULES = {"colons", "hyphens", "brackets", "braces"}
+
+
+def test_token_rules_match_yamllint_in_the_ci_profile(corpus: Path) -> None:
+    """colons, hyphens, brackets and braces: upstream's CI lints every file (version 3 forced),
+    so its messages list every problem yamllint finds; ours must be the same set."""
+    rows = [json.loads(line) for line in (corpus / "verdicts.jsonl").read_text().splitlines()]
+    config = RepoConfig()
+    theirs_total = same = extra = 0
+    for row in rows:
+        ci = row["profiles"]["ci"]
+        if ci["status"] == "crash":
+            continue
+        theirs = {
+            (m["line"], m["col"])
+            for m in ci["messages"]
+            if m["source"] == "yamllint" and m["message"].rsplit("(", 1)[-1][:-1] in TOKEN_RULES
+        }
+        res = validate_path(str(corpus / row["file"]), PROFILES["pr"], config, per_rule=ALL)
+        if res.version is None:  # not parsed here (libyaml refuses a tab PyYAML lets pass)
+            continue
+        ours = {
+            (f.line, f.column)
+            for f in res.findings
+            if f.rule.startswith("lint.") and f.rule[5:] in TOKEN_RULES
+        }
+        theirs_total += len(theirs)
+        same += len(theirs & ours)
+        extra += len(ours - theirs)
+    print(f"\nyamllint token rules (ci profile): {same}/{theirs_total} reproduced, {extra} extra")
+    assert theirs_total >= 10 and same == theirs_total and extra == 0

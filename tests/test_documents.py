@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import git
@@ -171,3 +175,202 @@ def test_pdf_documents_are_read_from_their_text_layer(tmp_path: Path) -> None:
     assert name == "guide.pdf" and "founded in 1702" in text
     with pytest.raises(DocumentError, match="no text layer"):
         read_documents(docs.as_uri(), sha, ["blank.pdf"], config, tmp_path / "cache")
+
+
+# -- bounded fetching -----------------------------------------------------------------------
+
+
+def limited_config(tmp_path: Path, **rules: object) -> RepoConfig:
+    base = file_config(tmp_path)
+    return dataclasses.replace(base, documents=dataclasses.replace(base.documents, **rules))
+
+
+class FolderWatch:
+    """Measures a folder's size every few milliseconds in a thread; ``peak`` is the largest."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for dirpath, _dirs, files in os.walk(self.folder):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(dirpath, name)).st_size
+                    except OSError:
+                        pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.002)
+
+    def __enter__(self) -> FolderWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"zeros.md": "\0" * (24 << 20)},  # one highly compressible blob
+        {f"part{i}.md": "ab" * (3 << 20) for i in range(4)},  # several that add up
+        {"deep/a/b/c/same.md": "x\n" * (6 << 20), "other.md": "# small\n"},
+    ],
+    ids=["one-blob", "many-blobs", "nested-blob"],
+)
+def test_a_repository_that_would_expand_past_the_cap_is_refused_before_checkout(
+    tmp_path: Path, files: dict[str, str]
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sha = make_repo(docs, files)
+    cap = 4 << 20
+    config = limited_config(tmp_path, max_repo_bytes=cap)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with FolderWatch(cache) as watch, pytest.raises(DocumentError) as refused:
+        checkout(docs.as_uri(), sha, config, cache)
+    assert "more than the 4,194,304-byte limit" in str(refused.value)
+    assert "nothing was checked out" in str(refused.value)
+    assert watch.peak < cap, f"the cache grew to {watch.peak:,} bytes"
+    assert not [p for p in cache.rglob("*") if p.is_file()], "the refused fetch was left behind"
+
+
+def test_a_repository_under_the_cap_is_fetched_at_a_commit_that_is_not_a_branch_tip(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    old = make_repo(docs, {"guide.md": "# old\n"})
+    make_repo(docs, {"guide.md": "# new\n"})
+    config = limited_config(tmp_path, max_repo_bytes=1 << 20)
+    co = checkout(docs.as_uri(), old, config, tmp_path / "cache")
+    assert (co.path / "guide.md").read_text() == "# old\n"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["**/**/*.md", "docs/**/x/**/*.md", "**/a**.md", "**/**/**/**/*.pdf"]
+)
+def test_patterns_with_more_than_one_double_star_are_refused(tmp_path: Path, pattern: str) -> None:
+    from pipeline.documents import read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sha = make_repo(docs, {"a/b/guide.md": "# g\n"})
+    config = file_config(tmp_path)
+    # The validator reports it at the pattern, with a fix.
+    leaf = knowledge_leaf(tmp_path, docs.as_uri(), sha, pattern)
+    result = validate_path(leaf, PROFILES["pr"], config)
+    found = [f for f in result.findings if "more than one '**'" in f.message]
+    assert [f.rule for f in found] == ["document.pattern"]
+    line = KNOWLEDGE.split("\n").index('    - "quillby.md"') + 1
+    assert (found[0].line, found[0].column) == (line, 7) and "at most one" in found[0].hint
+    # Fetching refuses it too, before any git traffic (the cache stays empty).
+    cache = tmp_path / "cache"
+    with pytest.raises(DocumentError, match=r"more than one '\*\*'"):
+        read_documents(docs.as_uri(), sha, [pattern], config, cache)
+    assert not cache.exists()
+    with pytest.raises(DocumentError, match=r"more than one '\*\*'"):
+        match(docs, pattern)
+    assert [p.name for p in match(docs, "**/*.md")] == ["guide.md"]  # one is fine
+
+
+def test_a_file_matched_by_several_patterns_is_read_once(tmp_path: Path) -> None:
+    from pipeline.documents import read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.pdf").write_bytes(minimal_pdf(["Quillby was founded in 1702."]))
+    (docs / "sub").mkdir()
+    (docs / "sub" / "notes.md").write_text("# Notes\n")
+    repo = git.Repo.init(docs, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "t")
+        cw.set_value("user", "email", "t@example.com")
+    repo.index.add(["guide.pdf", "sub/notes.md"])
+    sha = repo.index.commit("docs").hexsha
+    patterns = ["guide.pdf", "*.pdf", "./guide.pdf", "**/*.pdf", "sub/*.md", "**/notes.md"]
+    read = read_documents(docs.as_uri(), sha, patterns, file_config(tmp_path), tmp_path / "c")
+    assert [name for name, _ in read] == ["guide.pdf", "sub/notes.md"]
+
+
+def slow_pdf(operators: int) -> bytes:
+    """A 5 kB PDF whose one page holds ``operators`` text operators behind a Flate filter:
+    pypdf needs tens of seconds to extract its text."""
+    ops = ("BT /F1 12 Tf 72 720 Td " + "(a) Tj 1 0 Td " * operators + "ET").encode()
+    data = zlib.compress(ops, 9)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(data) + data + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return out
+
+
+def test_one_deadline_stops_a_slow_pdf(tmp_path: Path) -> None:
+    from pipeline.documents import read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "slow.pdf").write_bytes(slow_pdf(300_000))
+    (docs / "intro.md").write_text("# Intro\n")
+    repo = git.Repo.init(docs, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "t")
+        cw.set_value("user", "email", "t@example.com")
+    repo.index.add(["slow.pdf", "intro.md"])
+    sha = repo.index.commit("docs").hexsha
+    config = limited_config(tmp_path, deadline_seconds=1.5)
+    started = time.monotonic()
+    with pytest.raises(DocumentError, match="took longer"):
+        read_documents(docs.as_uri(), sha, ["intro.md", "slow.pdf"], config, tmp_path / "c")
+    # Generous slack for a loaded machine; unbounded, the PDF alone takes ~60 s here.
+    assert time.monotonic() - started < 10
+
+
+def test_the_deadline_covers_the_fetch_too(tmp_path: Path) -> None:
+    from pipeline.documents import Deadline, read_documents
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sha = make_repo(docs, {"intro.md": "# Intro\n"})
+    spent = Deadline(0.001)
+    time.sleep(0.01)
+    with pytest.raises(DocumentError, match="took longer than the 0.001-second limit"):
+        read_documents(
+            docs.as_uri(), sha, ["intro.md"], file_config(tmp_path), tmp_path / "c", spent
+        )
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.md"))
+
+
+def test_a_pdf_over_the_byte_limit_is_not_parsed(tmp_path: Path) -> None:
+    from pipeline.pdftext import pdf_text
+
+    big = tmp_path / "big.pdf"
+    big.write_bytes(minimal_pdf(["x"]) + b"%" + b"0" * 4096)
+    with pytest.raises(DocumentError, match="the limit for a PDF is 1,000"):
+        pdf_text(big, "big.pdf", 5.0, max_bytes=1000)
+    with pytest.raises(DocumentError, match="not a readable PDF"):
+        (tmp_path / "junk.pdf").write_bytes(b"%PDF-1.4\nnot really\n")
+        pdf_text(tmp_path / "junk.pdf", "junk.pdf", 5.0)

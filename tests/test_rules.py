@@ -102,8 +102,23 @@ CASES = {
     ),
     "yaml.alias-expansion": Case("yaml.alias-expansion", BOMB, 1, 1),
     "yaml.complex-key": Case("yaml.complex-key", SKILL + "? [a, b]\n: c\n", 15, 3),
-    "yaml.nesting": Case("yaml.nesting", SKILL + "x: " + "[" * 300 + "\n", 15, 204),
+    # The root mapping is level 1, so the 200th bracket (column 203) opens level 201.
+    "yaml.nesting": Case("yaml.nesting", SKILL + "x: " + "[" * 300 + "\n", 15, 203),
     "yaml.merge": Case("yaml.merge", SKILL + "<<: 5\n", 15, 5),
+    # SKILL holds 34 nodes, x and its list 2 more: item 199,964 (0-based) is node 200,001.
+    "yaml.too-many-values": Case(
+        "yaml.too-many-values", SKILL + "x: [" + "1," * 200_000 + "1]\n", 15, 5 + 2 * 199_964
+    ),
+    # yamllint's token rules, at the line and column yamllint 1.38 reports.
+    "lint.colons": Case("lint.colons", replace_line(SKILL, 2, "created_by :  alice"), 2, 11),
+    "lint.hyphens": Case(
+        "lint.hyphens",
+        replace_line(replace_line(SKILL, 5, "  -   question: How many?"), 6, "      answer: 100."),
+        5,
+        6,
+    ),
+    "lint.brackets": Case("lint.brackets", SKILL + "x: [  a]\n", 15, 6),
+    "lint.braces": Case("lint.braces", SKILL + "x: {a: 1  }\n", 15, 10),
     "lint.trailing-spaces": Case(
         "lint.trailing-spaces", replace_line(SKILL, 2, "created_by: alice  "), 2, 18
     ),
@@ -255,6 +270,7 @@ def test_every_rule_in_the_engine_has_a_case() -> None:
         "document.not-found",
         "document.format",
         "file.missing",
+        "file.symlink",  # tests/test_cli.py (needs a file system)
         "yaml.recursive-alias",
         "schema.invalid",
         "attribution.txt",
@@ -265,3 +281,21 @@ def test_every_rule_in_the_engine_has_a_case() -> None:
 def test_attribution_not_looked_up_is_not_reported() -> None:
     result = check(SKILL, attribution=NOT_LOOKED_UP)
     assert result.valid and not result.findings
+
+
+@pytest.mark.parametrize("text", ["\n", "\n\n\n", "   \n  \n", " " * 50 + "\n", "\n" * 5000])
+def test_blank_files_are_empty_and_nothing_else(text: str) -> None:
+    # InstructLab only warns "The file is empty" (no lint); a pull request must not add one.
+    for profile, severity in (("pr", Severity.ERROR), ("tree", Severity.WARNING)):
+        result = check(text, profile=profile)
+        assert [(f.rule, f.line, f.severity) for f in result.findings] == [
+            ("file.empty", 1, severity)
+        ]
+
+
+@pytest.mark.parametrize("text", ["null\n", "~\n", "---\n", "{}\n", "[]\n", "false\n", "0\n"])
+def test_empty_or_null_documents_fail_a_pull_request(text: str) -> None:
+    pr = check(text)
+    assert not pr.valid and [f.rule for f in pr.findings] == ["file.empty"]
+    tree = check(text, profile="tree")
+    assert tree.valid and [f.rule for f in tree.findings] == ["file.empty"]

@@ -516,3 +516,87 @@ def test_llama_server_context_is_learned(
         assert isinstance(result, Failure)
         assert "does not fit the teacher's 512-token context" in result.reason
         assert teacher.context_window == llama.n_ctx
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_url_credentials_and_api_key_never_show(server: ScriptedTeacherServer) -> None:
+    from pipeline.redact import redact
+
+    secret_url = server.url.replace("http://", "http://robot:pw-SECRET@")
+    with OpenAITeacher(secret_url, api_key="sk-SECRET-key", **FAST) as teacher:
+        # The cache key is the one of the same URL without credentials.
+        assert teacher.identity == f"openai:{server.url}:scripted"
+        assert teacher.base_url == server.url and teacher.public_name == "scripted"
+        assert "SECRET" not in repr(teacher)
+        server.fail_next(500, 500, 500, 500)
+        with pytest.raises(TeacherError) as failed:
+            teacher.chat([[{"role": "user", "content": "hi"}]], GenParams())
+    message, public = str(failed.value), failed.value.public
+    assert "SECRET" not in message and server.url in message  # the operator sees where
+    assert public == "the teacher (scripted) keeps failing (HTTP 500)"
+    assert f"127.0.0.1:{server.port}" not in public
+    assert redact(f"at {secret_url}: no") == f"at http://***@127.0.0.1:{server.port}/v1: no"
+
+
+def test_unreachable_teacher_error_hides_credentials() -> None:
+    url = f"http://robot:pw-SECRET@127.0.0.1:{free_port()}/v1"
+    with pytest.raises(TeacherError) as failed:
+        OpenAITeacher(url, api_key="sk-SECRET", retries=0)
+    assert "SECRET" not in str(failed.value) and "cannot reach" in str(failed.value)
+    assert failed.value.public == "the teacher cannot be reached"
+
+
+@pytest.mark.parametrize(
+    ("model", "public"),
+    [
+        ("/srv/models/qwen2.5-7b-instruct.Q4_K_M.gguf", "qwen2.5-7b-instruct.Q4_K_M.gguf"),
+        ("C:\\models\\phi-3.gguf", "phi-3.gguf"),
+        ("ibm-granite/granite-3.0-8b-instruct", "granite-3.0-8b-instruct"),
+        ("", "teacher"),
+    ],
+)
+def test_public_name_is_the_model_not_its_path(model: str, public: str) -> None:
+    from pipeline.teacher import public_model_name
+
+    assert public_model_name(model) == public
+
+
+@pytest.mark.parametrize("spec", ["ftp://robot:pw-SECRET@host/v1", "http://robot:pw-SECRET@:x/v1"])
+def test_bad_teacher_specs_are_reported_without_credentials(spec: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as refused:
+        make_teacher(spec, cache_dir=tmp_path)
+    assert "SECRET" not in str(refused.value)
+
+
+def test_cli_generate_keeps_credentials_out_of_output_and_files(
+    run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.redact import redact_config
+    from tests.test_generate import scripted
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("LABBOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABBOT_TEACHER_API_KEY", "sk-SECRET-cli")
+    with ScriptedTeacherServer(scripted) as server:
+        plain = server.url
+        secret_url = plain.replace("http://", "http://robot:pw-SECRET@")
+        args = ["generate", "taxonomy/compositional_skills", "--teacher", secret_url]
+        done = run_cli([*args, "--samples", "2", "--out", str(tmp_path / "gen")])
+        assert done.code == 0, done.err
+        server.fail_next(500, 500, 500, 500)
+        failed = run_cli([*args, "--samples", "2", "--out", str(tmp_path / "g2"), "--no-cache"])
+    assert failed.code == 1 and "keeps failing" in failed.err
+    written = "".join(p.read_text() for p in (tmp_path / "gen").iterdir())
+    written += "".join(p.read_text() for p in (tmp_path / "cache").rglob("*.json*"))
+    for text in (done.out, done.err, failed.out, failed.err, written):
+        assert "SECRET" not in text
+    assert f"openai:{plain}:scripted" in written  # the cache key of the plain URL
+    shown = redact_config({"teacher": secret_url, "generate": {"samples": 2}, "seed": 1})
+    assert shown == {
+        "teacher": plain.replace("http://", "http://***@"),
+        "generate": {"samples": 2},
+        "seed": 1,
+    }

@@ -196,11 +196,33 @@ def test_the_commit_is_checked_before_anything_from_it_runs(build: dict[str, Any
 
 def test_secrets_reach_only_the_step_that_needs_them(build: dict[str, Any]) -> None:
     text = BUILD.read_text()
-    assert text.count("secrets.") == 1
     assert "toJSON(secrets)" not in text
-    _, hf = _step(build, "huggingface_hub")
-    assert hf["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
-    assert "HF_TOKEN" not in str(build["jobs"]["build"].get("env"))
+    where: dict[str, set[str]] = {}
+    for step in build["jobs"]["build"]["steps"]:
+        for name, value in (step.get("env") or {}).items():
+            if "secrets." in str(value):
+                assert value == "${{ secrets." + name + " }}", (step.get("name"), name)
+                where.setdefault(name, set()).add(str(step.get("name")))
+    assert where == {
+        "HF_TOKEN": {"Publish the model to the Hugging Face Hub"},
+        "LABBOT_CACHE_KEY": {"Verify the caches", "Record the caches"},
+        "LABBOT_TEACHER_API_KEY": {"Build the model"},
+    }
+    assert text.count("secrets.") == 4
+    assert "secrets" not in str(build["jobs"]["build"].get("env"))
+
+
+def test_caches_are_verified_before_setup_and_recorded_after_the_build(
+    build: dict[str, Any],
+) -> None:
+    steps = [s.get("name") for s in build["jobs"]["build"]["steps"]]
+    verify = steps.index("Verify the caches")
+    assert steps.index("Refuse commits that are not on the default branch") < verify
+    assert verify < steps.index("Set up") < steps.index("Build the model")
+    record = steps.index("Record the caches")
+    assert steps.index("Build the model") < record < steps.index("Upload the run")
+    summary = build["jobs"]["build"]["steps"][-1]
+    assert "cache_guard.py summary" in summary["run"]
 
 
 def test_artifacts_and_the_summary(build: dict[str, Any]) -> None:
@@ -333,18 +355,42 @@ jobs:
 # -- the build workflow, run here ---------------------------------------------------------------
 
 
+#: Files the workflow runs from its checkout: the clone gets this working tree's copies.
+WORKFLOW_SCRIPTS = ("scripts/cache_guard.py",)
+
+
 def _source(tmp_path: Path) -> tuple[Path, str]:
-    """A clone of this project at HEAD, with HEAD as its `main` (CI checkouts may be detached)."""
+    """A clone of this project at HEAD, with HEAD as its `main` (CI checkouts may be detached),
+    plus a commit with the working tree's copies of the scripts the workflow runs."""
     src = tmp_path / "src"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(src)], check=True)
     subprocess.run(["git", "-C", str(src), "checkout", "--quiet", "-B", "main"], check=True)
+    for rel in WORKFLOW_SCRIPTS:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, src / rel)
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", *WORKFLOW_SCRIPTS], check=True)
+    if subprocess.run([*git, "diff", "--cached", "--quiet"]).returncode:
+        subprocess.run([*git, "commit", "--quiet", "-m", "working tree scripts"], check=True)
     sha = rws.git("rev-parse", "HEAD", cwd=src)
     return src, sha
 
 
+CACHE_VARS = ("LABBOT_CACHE_DIR", "PIP_CACHE_DIR", "HF_HOME", "LABBOT_CACHE_STATE")
+
+
 def _run(*args: Any, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The runner stand-in. Unless ``env`` names them, the caches and their manifests live
+    beside the work folder, never in this machine's own ~/.cache."""
+    env = dict(os.environ if env is None else env)
+    strs = [str(a) for a in args]
+    if "--workdir" in strs:
+        caches = Path(strs[strs.index("--workdir") + 1] + "-caches")
+        for var in CACHE_VARS:
+            if env.get(var) in (None, os.environ.get(var)):  # not chosen by the caller
+                env[var] = str(caches / var.lower())
     return subprocess.run(
-        [sys.executable, SCRIPT, *[str(a) for a in args]],
+        [sys.executable, SCRIPT, *strs],
         capture_output=True,
         text=True,
         env=env,
@@ -587,3 +633,148 @@ def test_build_workflow_steps_run_in_order_on_the_cpu(tmp_path: Path) -> None:
     assert os.readlink(published / "latest") == sha
     assert not [p for p in published.iterdir() if p.name.startswith(".")]
     shutil.rmtree(tmp_path)  # a few GB of models; kept above only when an assertion fails
+
+
+# -- the cache guard -----------------------------------------------------------------------------
+
+import cache_guard  # noqa: E402
+
+
+def _fill(folder: Path) -> None:
+    (folder / "generated" / "leaf").mkdir(parents=True)
+    (folder / "generated" / "leaf" / "samples.jsonl").write_text('{"q": 1}\n')
+    (folder / "models").mkdir()
+    (folder / "models" / "weights.bin").write_bytes(b"\0" * 1000)
+
+
+def test_a_cache_that_matches_its_manifest_is_kept(tmp_path: Path) -> None:
+    cache, state, run = tmp_path / "cache", tmp_path / "state", tmp_path / "run"
+    _fill(cache)
+    cache_guard.record("labbot", cache, state, run, "41", None)
+    verdict = cache_guard.verify("labbot", cache, state, None)
+    assert verdict["origin"] == "restored, verified"
+    assert "2 files, 1,009 bytes, as build 41 left them" in verdict["detail"]
+    assert (cache / "models" / "weights.bin").is_file()
+    assert json.loads((run / "cache-manifests" / "labbot.json").read_text())["run_id"] == "41"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (lambda c: (c / "models" / "weights.bin").write_bytes(b"\1" * 1000), "changed"),
+        (lambda c: (c / "generated" / "evil.py").write_text("import os\n"), "added"),
+        (lambda c: (c / "generated" / "leaf" / "samples.jsonl").unlink(), "removed"),
+        (lambda c: (c / "models" / "weights.bin").chmod(0o755), "changed"),
+        (
+            lambda c: (
+                (c / "models" / "weights.bin").unlink(),
+                (c / "models" / "weights.bin").symlink_to("/etc/passwd"),
+            ),
+            "changed",
+        ),
+    ],
+    ids=["content", "new-file", "deleted-file", "mode", "symlink"],
+)
+def test_a_changed_cache_is_discarded(tmp_path: Path, tamper: Any, why: str) -> None:
+    cache, state, run = tmp_path / "cache", tmp_path / "state", tmp_path / "run"
+    _fill(cache)
+    cache_guard.record("labbot", cache, state, run, "41", None)
+    tamper(cache)
+    verdict = cache_guard.verify("labbot", cache, state, None)
+    assert verdict["origin"] == "rebuilt" and why in verdict["detail"], verdict
+    assert "since build 41" in verdict["detail"]
+    assert not cache.exists()
+    assert Path("/etc/passwd").exists()  # a symlink is removed, never followed
+
+
+def test_no_manifest_or_a_forged_one_means_rebuild(tmp_path: Path) -> None:
+    cache, state, run = tmp_path / "cache", tmp_path / "state", tmp_path / "run"
+    _fill(cache)
+    assert cache_guard.verify("labbot", cache, state, None)["detail"] == (
+        "no manifest from an earlier build"
+    )
+    assert not cache.exists()
+    # A job without the key rewrites the cache and writes a matching, unsigned manifest.
+    _fill(cache)
+    cache_guard.record("labbot", cache, state, run, "66", None)
+    verdict = cache_guard.verify("labbot", cache, state, "the-real-key")
+    assert (
+        verdict["origin"] == "rebuilt" and "not signed with LABBOT_CACHE_KEY" in verdict["detail"]
+    )
+    # Signed with the wrong key: refused too; with the right one: kept.
+    _fill(cache)
+    cache_guard.record("labbot", cache, state, run, "67", "a-guessed-key")
+    assert cache_guard.verify("labbot", cache, state, "the-real-key")["origin"] == "rebuilt"
+    _fill(cache)
+    cache_guard.record("labbot", cache, state, run, "68", "the-real-key")
+    assert cache_guard.verify("labbot", cache, state, "the-real-key")["origin"] == (
+        "restored, verified"
+    )
+    # A manifest written for another folder does not vouch for this one.
+    other = tmp_path / "other"
+    shutil.copytree(cache, other)
+    (state / "labbot.json").write_text(
+        (state / "labbot.json").read_text().replace(str(cache), str(other))
+    )
+    assert "manifest is for" in cache_guard.verify("labbot", cache, state, "the-real-key")["detail"]
+
+
+def test_cache_summary_is_escaped(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cache_guard._append(
+        run, {"cache": "pip", "path": "/x|<b>", "origin": "rebuilt", "detail": "a <i>|b"}
+    )
+    text = cache_guard.summary(run)
+    assert "| pip | `/x\\|&lt;b&gt;` | rebuilt | a &lt;i&gt;\\|b |" in text
+    assert "not checked" in cache_guard.summary(tmp_path / "nothing")
+
+
+def test_the_workflow_verifies_records_and_reports_its_caches(tmp_path: Path) -> None:
+    src, sha = _source(tmp_path)
+    caches = tmp_path / "caches"
+    env = {**os.environ, **{v: str(caches / v.lower()) for v in CACHE_VARS}}
+    labbot_cache = caches / "labbot_cache_dir"
+    (labbot_cache / "generated").mkdir(parents=True)
+    (labbot_cache / "generated" / "old.jsonl").write_text("left by someone else\n")
+
+    def build(run_id: int) -> str:
+        proc = _run(
+            "--source", src, "--sha", sha, "--workdir", tmp_path / f"w{run_id}",
+            "--run-id", run_id, "--skip-setup", "--venv", _fake_venv(tmp_path / str(run_id)),
+            "--secret", "LABBOT_CACHE_KEY=k3y",
+            env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return (tmp_path / f"w{run_id}" / "summary.md").read_text()
+
+    # 1: a cache nobody vouches for is discarded; empty ones are built; manifests recorded.
+    summary = build(1)
+    assert (
+        "| labbot | `" in summary and "| rebuilt | no manifest from an earlier build |" in summary
+    )
+    assert "| pip | `" in summary and "| built | empty: this build fills it |" in summary
+    assert not (labbot_cache / "generated" / "old.jsonl").exists()
+    run = tmp_path / "w1" / "artifacts" / "labbot-run"
+    assert sorted(p.name for p in (run / "cache-manifests").iterdir()) == [
+        "huggingface.json",
+        "labbot.json",
+        "pip.json",
+    ]
+    assert [e["cache"] for e in json.loads((run / "caches.json").read_text())][:3] == [
+        "labbot",
+        "pip",
+        "huggingface",
+    ]
+    # 2: the caches as build 1 left them (plus what it wrote) are restored and verified.
+    (labbot_cache / "generated").mkdir(parents=True, exist_ok=True)
+    (labbot_cache / "generated" / "leaf.jsonl").write_text("{}\n")
+    cache_guard.record(
+        "labbot", labbot_cache, caches / "labbot_cache_state", tmp_path / "scratch", "1", "k3y"
+    )
+    summary = build(2)
+    assert "| labbot | `" in summary and "restored, verified | 1 files" in summary
+    # 3: something else on the runner changes the cache between builds: discarded.
+    (labbot_cache / "generated" / "leaf.jsonl").write_text('{"poisoned": true}\n')
+    summary = build(3)
+    assert "rebuilt | it changed since build 2: generated/leaf.jsonl changed" in summary
+    assert not (labbot_cache / "generated" / "leaf.jsonl").exists()

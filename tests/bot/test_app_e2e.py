@@ -246,7 +246,7 @@ def test_webhook_refuses_bad_signature_oversize_and_malformed(
         )
         assert httpx.get(srv.url + "/healthz").json()["status"] == "ok"
         metrics = httpx.get(srv.url + "/metrics").text
-        assert 'labbot_deliveries_total{event="ping",outcome="rejected-401"} 2' in metrics
+        assert 'labbot_deliveries_total{event="unverified",outcome="rejected-401"} 2' in metrics
         assert "labbot_queue_depth" in metrics and "labbot_ack_seconds_count" in metrics
 
 

@@ -90,7 +90,9 @@ def test_merges_dispatch_fold_and_report_back(
         sha1 = first.merge_commit_sha
         assert scene.repo.workflow_dispatches[0].inputs == {"sha": sha1}
         assert scene.repo.workflow_dispatches[0].ref in ("main", "refs/heads/main")
-        wait_for(lambda: build_checks(scene, sha1) and "build #1" in bot_body(first), what="queued")
+        wait_for(
+            lambda: build_checks(scene, sha1) and "build #\u20601" in bot_body(first), what="queued"
+        )
         assert build_checks(scene, sha1)[0].status == "queued"
 
         # A second merge before build 1 starts: build 2 of the newer SHA includes both PRs.
@@ -102,7 +104,8 @@ def test_merges_dispatch_fold_and_report_back(
         wait_for(lambda: len(scene.repo.workflow_dispatches) == 2, what="second dispatch")
         sha2 = second.merge_commit_sha
         wait_for(
-            lambda: "build #2" in bot_body(first) and "build #2" in bot_body(second), what="folded"
+            lambda: "build #\u20602" in bot_body(first) and "build #\u20602" in bot_body(second),
+            what="folded",
         )
         folded = wait_for(
             lambda: [r for r in build_checks(scene, sha1) if r.status == "completed"], what="fold"

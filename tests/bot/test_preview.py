@@ -93,4 +93,6 @@ def test_teacher_failure_is_reported_not_silent(
             timeout=30,
             what="preview failure",
         )
-        assert "127.0.0.1:9" in body and "/labbot preview" in body
+        # The teacher is named, never addressed: its host and port stay out of the comment.
+        assert "cannot be reached" in body and "/labbot preview" in body
+        assert "127.0.0.1:9" not in body

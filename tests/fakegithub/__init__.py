@@ -44,6 +44,7 @@ from .state import (
     IssueComment,
     PullRequest,
     Repo,
+    Symlink,
     Workflow,
     WorkflowRun,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "PullRequest",
     "Repo",
     "Setup",
+    "Symlink",
     "Violation",
     "Workflow",
     "WorkflowRun",

@@ -35,8 +35,10 @@ from .state import (
     Reaction,
     Redelivery,
     RepositoryDispatch,
+    Symlink,
     WorkflowDispatch,
     iso,
+    resolve_symlink,
 )
 
 if TYPE_CHECKING:
@@ -324,6 +326,13 @@ class Endpoints:
             raise HTTPError(404, f"No commit found for the ref {ref}")
         path = ctx.params["path"].strip("/")
         tree = repo.tree(sha)
+        if path in tree and isinstance(tree[path], Symlink):
+            # GitHub answers with the target's content when the link points at a normal file
+            # of the repository, and with the link itself otherwise.
+            target = resolve_symlink(tree, path)
+            if target is not None and target in tree and not isinstance(tree[target], Symlink):
+                return Result(200, self.render.content_file(repo, target, ref, tree[target]))
+            return Result(200, self.render.content_symlink(repo, path, ref, tree[path]))
         if path in tree:
             return Result(200, self.render.content_file(repo, path, ref, tree[path]))
         listing = self.render.content_directory(repo, path, ref, tree)

@@ -26,6 +26,7 @@ from .state import (
     PullRequest,
     Reaction,
     Repo,
+    Symlink,
     Workflow,
     WorkflowRun,
     blob_sha,
@@ -480,6 +481,24 @@ class Renderer:
             "_links": {"git": git_url, "self": url, "html": html},
         }
 
+    def content_symlink(self, repo: Repo, path: str, ref: str, data: bytes) -> dict[str, Any]:
+        """A symlink whose target is not a normal file of the repository (``content-symlink``)."""
+        sha = blob_sha(data)
+        url, git_url, html = self._content_links(repo, path, ref, sha, "file")
+        return {
+            "type": "symlink",
+            "target": data.decode("utf-8", "replace"),
+            "size": len(data),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "url": url,
+            "git_url": git_url,
+            "html_url": html,
+            "download_url": f"https://raw.githubusercontent.com/{repo.full_name}/{ref}/{path}",
+            "_links": {"git": git_url, "self": url, "html": html},
+        }
+
     def blob(self, repo: Repo, sha: str, data: bytes) -> dict[str, Any]:
         raw = base64.b64encode(data).decode("ascii")
         return {
@@ -501,13 +520,15 @@ class Renderer:
                 continue
             rest = name[len(prefix) :]
             head, _, tail = rest.partition("/")
-            entries[head] = "dir" if tail else "file"
+            entries[head] = (
+                "dir" if tail else "symlink" if isinstance(tree[name], Symlink) else "file"
+            )
         out: list[dict[str, Any]] = []
         for name in sorted(entries):
             kind = entries[name]
             full = prefix + name
             data = tree.get(full, b"")
-            if kind == "file":
+            if kind in ("file", "symlink"):
                 sha = blob_sha(data)
             else:
                 sha = hashlib.sha1(full.encode() + ref.encode()).hexdigest()
@@ -515,7 +536,7 @@ class Renderer:
             out.append(
                 {
                     "type": kind,
-                    "size": len(data) if kind == "file" else 0,
+                    "size": len(data) if kind != "dir" else 0,
                     "name": name,
                     "path": full,
                     "sha": sha,
@@ -524,7 +545,7 @@ class Renderer:
                     "html_url": html,
                     "download_url": (
                         f"https://raw.githubusercontent.com/{repo.full_name}/{ref}/{full}"
-                        if kind == "file"
+                        if kind != "dir"
                         else None
                     ),
                     "_links": {"git": git_url, "self": url, "html": html},
@@ -751,8 +772,8 @@ class Renderer:
                 else None
             ),
             repository=repo_min,
-            head_repository=repo_min,
-            head_repository_id=repo.id,
+            head_repository=self.minimal_repo(run.head_repo) if run.head_repo else repo_min,
+            head_repository_id=(run.head_repo or repo).id,
         )
         return self.finish(body)
 

@@ -738,6 +738,7 @@ class FakeGitHub:
                 name=run.workflow.name,
                 path=run.workflow.path,
                 run_number=run.run_number,
+                display_title=run.display_title or run.workflow.name,
             )
         node = payload.get("check_run")
         if check_run is not None and isinstance(node, dict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import itertools
+import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -55,6 +56,30 @@ def iso(ts: float) -> str:
 
 def blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class Symlink(bytes):
+    """A tree entry that is a symbolic link (git mode ``120000``); its bytes are the target path,
+    as git stores it. Commit one with ``repo.commit({"a/qna.yaml": Symlink(b"../b/qna.yaml")})``.
+    """
+
+
+def resolve_symlink(tree: Mapping[str, bytes], path: str) -> str | None:
+    """The tree path a symlink at ``path`` points to, or ``None`` when it leaves the tree."""
+    target = tree[path].decode("utf-8", "replace")
+    if target.startswith("/"):
+        return None
+    parts: list[str] = path.split("/")[:-1]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
 
 
 def _as_bytes(content: str | bytes) -> bytes:
@@ -390,6 +415,7 @@ class Workflow:
     state: str = "active"
     inputs: dict[str, dict[str, Any]] | None = None  # declared inputs; None: accept any
     created_at: float = 0.0
+    run_name: str | None = None  # the file's `run-name:`, e.g. "build ${{ inputs.sha }}"
 
     @property
     def file_name(self) -> str:
@@ -426,6 +452,7 @@ class WorkflowRun:
     run_attempt: int = 1
     check_suite_id: int = 0
     artifacts: list[Artifact] = field(default_factory=list)
+    head_repo: Repo | None = None  # where the head commit lives (a fork); None: this repository
 
     def set_status(self, status: str, conclusion: str | None = None) -> None:
         """Move the run along (queued -> in_progress -> completed) for tests."""
@@ -773,11 +800,14 @@ class Repo:
         name: str | None = None,
         inputs: Mapping[str, Mapping[str, Any]] | None = None,
         content: str | None = None,
+        run_name: str | None = None,
     ) -> Workflow:
         """Declare a workflow file (committed to the default branch, as dispatch requires).
 
         ``inputs`` mirrors ``on.workflow_dispatch.inputs`` (e.g. ``{"pr": {"required": True}}``);
         when given, dispatches with undeclared or missing required inputs get GitHub's 422.
+        ``run_name`` mirrors ``run-name:``: a dispatched run's ``display_title``, with
+        ``${{ inputs.NAME }}`` replaced by the dispatch's input (other runs show ``name``).
         """
         with self.lock:
             workflow = Workflow(
@@ -786,6 +816,7 @@ class Repo:
                 path=path,
                 inputs={k: dict(v) for k, v in inputs.items()} if inputs is not None else None,
                 created_at=self.clock.now(),
+                run_name=run_name,
             )
             self.workflows.append(workflow)
             text = content or f"name: {workflow.name}\non:\n  workflow_dispatch: {{}}\n"
@@ -809,7 +840,17 @@ class Repo:
         conclusion: str | None = None,
         actor: str = "octocat",
         inputs: Mapping[str, Any] | None = None,
+        display_title: str | None = None,
+        head_repo: Repo | None = None,
     ) -> WorkflowRun:
+        """A run of ``workflow``; ``head_repo`` is the fork a ``pull_request`` run came from.
+        A dispatched run's title follows the workflow's ``run_name`` (see ``add_workflow``)."""
+        if display_title is None and workflow.run_name and event == "workflow_dispatch":
+            display_title = re.sub(
+                r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)[^}]*\}\}",
+                lambda m: str((inputs or {}).get(m.group(1), "")),
+                workflow.run_name,
+            )
         with self.lock:
             branch = head_branch or self.default_branch
             sha = head_sha or self.branches.get(branch) or ""
@@ -825,7 +866,8 @@ class Repo:
                 status=status,
                 conclusion=conclusion,
                 inputs=dict(inputs or {}),
-                display_title=workflow.name,
+                display_title=display_title or workflow.name,
+                head_repo=head_repo,
                 created_at=now,
                 updated_at=now,
                 check_suite_id=self.fake.ids.next(),

@@ -24,7 +24,7 @@ from github.GithubException import (
 
 from .contract import FIXTURES_DIR, SUBSET_PATH, Contract
 from .server import ContractViolationError, FakeGitHub, Setup, github_kwargs
-from .state import CheckRun
+from .state import CheckRun, Symlink
 from .webhooks import (
     available_payloads,
     load_payload,
@@ -223,6 +223,36 @@ def test_pull_list_status_and_commit_pulls(github_setup: Setup, gh: Github) -> N
     assert [p.number for p in remote.get_commit(sha).get_pulls()] == [merged.number]
     pull = remote.get_pull(merged.number)
     assert pull.merged and pull.merge_commit_sha == sha and pull.merged_by.login == "maintainer"
+
+
+def test_contents_of_symlinks_and_url_special_names(github_setup: Setup, gh: Github) -> None:
+    """GitHub answers a link to a file of the repository with that file (its own path), any
+    other link with a ``symlink`` object; names arrive percent-encoded and are decoded once."""
+    repo = github_setup.repo
+    sha = repo.commit(
+        {
+            "k/real/qna.yaml": QNA,
+            "k/x#y?ref=main/qna.yaml": QNA,
+            "k/100%25 a+b/qna.yaml": "other\n",
+            "k/in/qna.yaml": Symlink(b"../real/qna.yaml"),
+            "k/out/qna.yaml": Symlink(b"../../../etc/passwd"),
+        }
+    )
+
+    def get(path: str) -> Any:
+        _, data = gh.requester.requestJsonAndCheck(
+            "GET", f"/repos/org/taxonomy/contents/{path}", parameters={"ref": sha}
+        )
+        return data
+
+    followed = get("k/in/qna.yaml")
+    assert followed["type"] == "file" and followed["path"] == "k/real/qna.yaml"
+    dangling = get("k/out/qna.yaml")
+    assert dangling["type"] == "symlink" and dangling["target"] == "../../../etc/passwd"
+    assert get("k/x%23y%3Fref%3Dmain/qna.yaml")["path"] == "k/x#y?ref=main/qna.yaml"
+    assert get("k/100%2525%20a%2Bb/qna.yaml")["path"] == "k/100%25 a+b/qna.yaml"
+    listing = get("k/in")
+    assert [(e["name"], e["type"]) for e in listing] == [("qna.yaml", "symlink")]
 
 
 def test_contents(github_setup: Setup, gh: Github) -> None:
