@@ -23,12 +23,12 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from bot import handlers
-from bot.builds import BuildLedger
+from bot.backend import Queue, open_backend
 from bot.errors import WebhookError
 from bot.github import GitHubClient
 from bot.intake import DeliveryWriter
 from bot.metrics import Metrics
-from bot.queue import DeliveryRecord, JobQueue, JobSpec
+from bot.queue import DeliveryRecord, JobSpec
 from bot.settings import Settings
 from bot.webhook import jobs_for, parse
 from bot.worker import Workers
@@ -73,7 +73,7 @@ class TeacherHolder:
 def create_app(
     settings: Settings,
     *,
-    queue: JobQueue | None = None,
+    queue: Queue | None = None,
     client: GitHubClient | None = None,
     metrics: Metrics | None = None,
     start_workers: bool = True,
@@ -81,7 +81,8 @@ def create_app(
     """Build the App. Workers and the periodic recovery start with the server."""
     metrics = metrics or Metrics()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = queue or JobQueue(settings.database, lease_seconds=settings.lease_seconds)
+    backend = open_backend(settings, queue)  # SQLite, or PostgreSQL for several replicas
+    queue = backend.queue
     client = client or GitHubClient(
         settings.app_id,
         settings.private_key,
@@ -97,8 +98,10 @@ def create_app(
         teacher=holder if settings.teacher else None,
         cache_dir=settings.cache_dir,
         preview_seconds=settings.preview_seconds,
-        builds=BuildLedger(settings.data_dir / "builds.sqlite3"),
+        builds=backend.builds,
     )
+    if backend.locks is not None:
+        ctx.locks = backend.locks
     workers = Workers(ctx, settings.workers)
     writer = DeliveryWriter(queue)
     stop_recovery = threading.Event()
@@ -124,8 +127,7 @@ def create_app(
         stop_recovery.set()
         workers.stop()
         holder.close()
-        if ctx.builds is not None:
-            ctx.builds.close()
+        backend.close()
 
     app = FastAPI(title="labbot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue

@@ -12,17 +12,19 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import render
-from bot.builds import BuildLedger, BuildRecord
+from bot.backend import Ledger, Locks, Queue
+from bot.builds import BuildRecord
 from bot.errors import GitHubError
 from bot.github import GitHubClient
 from bot.metrics import Metrics
-from bot.queue import Job, JobQueue, JobSpec
+from bot.queue import Job, JobSpec
 from bot.webhook import VALIDATE_CHECK
 from pipeline.config import CONFIG_PATH, RepoConfig, parse_config
 from pipeline.discover import is_candidate
@@ -54,17 +56,28 @@ class KeyedLocks:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    @contextmanager
+    def try_hold(self, key: str) -> Iterator[bool]:
+        """The lock on ``key`` if it is free: the block gets False when another thread holds it."""
+        lock = self.hold(key)
+        got = lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+
 
 @dataclass
 class Context:
     client: GitHubClient
-    queue: JobQueue
+    queue: Queue
     metrics: Metrics
     teacher: Callable[[], Teacher] | None = None  # None: previews are off
-    builds: BuildLedger | None = None
+    builds: Ledger | None = None
     cache_dir: Path | None = None
     preview_seconds: float = 300.0
-    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    locks: Locks = field(default_factory=KeyedLocks)
 
 
 class Superseded(Exception):
@@ -387,7 +400,15 @@ def command(job: Job, ctx: Context) -> str:
 
 def recover(job: Job, ctx: Context) -> str:
     """Ask GitHub to redeliver deliveries we never received, and re-check open pull requests
-    whose head has no ``labbot/validate`` check run."""
+    whose head has no ``labbot/validate`` check run. One replica at a time: the others skip."""
+    with ctx.locks.try_hold("labbot:recovery") as mine:
+        if not mine:
+            log.info("recovery is already running elsewhere; skipped")
+            return "recovery-running-elsewhere"
+        return _recover(ctx)
+
+
+def _recover(ctx: Context) -> str:
     client = ctx.client
     redelivered = 0
     by_guid: dict[str, list[dict[str, Any]]] = {}
@@ -432,7 +453,7 @@ def _build_settings(config: RepoConfig) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _ledger(ctx: Context) -> BuildLedger:
+def _ledger(ctx: Context) -> Ledger:
     if ctx.builds is None:
         raise RuntimeError("the App runs without a build ledger")
     return ctx.builds

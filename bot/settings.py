@@ -29,6 +29,9 @@ class Settings:
     teacher: str = "embedded"
     teacher_concurrency: int = 4
     preview_seconds: float = 300.0
+    # postgresql://... : the queue, ledger and locks live in PostgreSQL, shared by replicas.
+    # None: one SQLite file in data_dir, for a single process.
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def cache_dir(self) -> Path:
@@ -101,6 +104,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     except ValueError:
         problems.append(f"LABBOT_JOB_LEASE_SECONDS must be a positive number, not {lease_text!r}")
         lease = 60.0
+    database_url = env.get("LABBOT_DATABASE_URL", "").strip() or None
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        problems.append(
+            "LABBOT_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432"
+            "/labbot), or unset to keep the SQLite file in LABBOT_DATA_DIR"
+        )
     if problems:
         raise SettingsError("labbot cannot start:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -115,4 +124,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         teacher_concurrency=int(env.get("LABBOT_TEACHER_CONCURRENCY", "4") or 4),
         preview_seconds=float(env.get("LABBOT_PREVIEW_SECONDS", "300") or 300),
         write_interval_seconds=float(env.get("LABBOT_WRITE_INTERVAL_SECONDS", "1.0")),
+        database_url=database_url,
     )
