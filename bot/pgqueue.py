@@ -238,7 +238,7 @@ class PgJobQueue:
         """Sleep until a job is enqueued anywhere (``NOTIFY``), ``stop`` is set, or
         ``poll_seconds`` pass (``timeout``, the SQLite poll interval, is not needed here)."""
         self._start_listener()
-        seen = getattr(self._seen, "wakes", -1)
+        seen = getattr(self._seen, "wakes", self._wakes)
         deadline = time.monotonic() + self.poll_seconds
         with self._wake:
             while self._wakes == seen and not stop.is_set() and not self._closed:

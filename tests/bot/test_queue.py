@@ -332,9 +332,7 @@ def test_superseding_leased_job(queue: Queue, clock: FakeClock) -> None:
     assert queue.job_state(old) == SUPERSEDED
 
 
-def test_flagged_job_is_not_rerun_after_its_lease_expires(
-    queue: Queue, clock: FakeClock
-) -> None:
+def test_flagged_job_is_not_rerun_after_its_lease_expires(queue: Queue, clock: FakeClock) -> None:
     old = queue.enqueue(spec(sha="a" * 40))
     assert queue.lease("w1") is not None
     new = queue.enqueue(spec(sha="b" * 40))
@@ -540,9 +538,7 @@ def test_heartbeat_extends_the_lease(queue: Queue, clock: FakeClock) -> None:
     assert queue.heartbeat(job_id, "w2") is False  # nothing left to extend
 
 
-def test_backoff_grows_and_is_capped(
-    make_queue: Callable[..., Queue], clock: FakeClock
-) -> None:
+def test_backoff_grows_and_is_capped(make_queue: Callable[..., Queue], clock: FakeClock) -> None:
     q = make_queue(base_backoff=2, max_backoff=10, rng=MaxRandom(), clock=clock)
     try:
         assert [q.backoff(n) for n in range(1, 8)] == [2, 4, 8, 10, 10, 10, 10]
