@@ -427,6 +427,8 @@ def _record_json(record: DeliveryRecord) -> dict[str, Any]:
         "event": record.event,
         "action": record.action,
         "window": float(record.coalesce_done_within),
+        # A refused delivery's reason, where DeliveryRecord carries one.
+        "outcome": getattr(record, "outcome", None),
         "jobs": [
             {
                 "kind": spec.kind,

@@ -100,8 +100,8 @@ $$;
 
 -- Record a batch of webhook deliveries and enqueue their jobs, in the caller's transaction:
 -- the group commit of bot/intake.py in one round trip. p_batch is a JSON array of
--- {"id", "event", "action", "window", "jobs": [{"kind", "repo", "pr", "head_sha",
--- "installation_id", "payload"}]}. Returns, per delivery, true when it was new.
+-- {"id", "event", "action", "window", "outcome" (null: queued/no_jobs), "jobs": [{"kind",
+-- "repo", "pr", "head_sha", "installation_id", "payload"}]}. Returns, per delivery, true when it was new.
 -- Every advisory lock the batch needs is taken first, in one global order, so two replicas
 -- recording overlapping batches wait for each other instead of deadlocking.
 CREATE FUNCTION labbot_record_deliveries(p_batch json, p_now double precision)
@@ -128,8 +128,9 @@ BEGIN
     FOR v_record IN SELECT value FROM json_array_elements(p_batch) LOOP
         INSERT INTO deliveries (delivery_id, event, action, received_at, outcome, job_count)
         VALUES (v_record->>'id', v_record->>'event', v_record->>'action', p_now,
-                CASE WHEN json_array_length(v_record->'jobs') > 0 THEN 'queued'
-                     ELSE 'no_jobs' END,
+                COALESCE(v_record->>'outcome',
+                         CASE WHEN json_array_length(v_record->'jobs') > 0 THEN 'queued'
+                              ELSE 'no_jobs' END),
                 json_array_length(v_record->'jobs'))
         ON CONFLICT (delivery_id) DO UPDATE SET duplicates = deliveries.duplicates + 1
         RETURNING duplicates INTO v_duplicates;
