@@ -10,12 +10,21 @@ barely takes CPU from the server on a 2-core machine), else Python clients
    p50 <= 1 s), over 10 pull requests.
 
     .venv/bin/python benchmarks/webhook_load.py
+
+With ``--database-url URL`` (a PostgreSQL server the benchmark may create databases on, or
+``auto`` for a throwaway local cluster with fsync on), it instead compares the engines in one
+run: SQLite with one replica, PostgreSQL with 1 and with 3 replicas, each on a fresh database.
+1,000 deliveries for 200 pull requests from 50 Python clients spread over the replicas:
+acknowledgement p50/p99, then validate jobs per second until the queue is empty.
+
+    .venv/bin/python benchmarks/webhook_load.py --database-url auto
 """
 
 from __future__ import annotations
 
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,16 +57,18 @@ def _up(url: str) -> bool:
 
 
 def _client_process(
-    port: int,
+    port: int | list[int],
     threads: int,
     count: int,
-    body: bytes,
+    body: bytes | list[bytes],
     secret: str,
     seed: int,
     start_all: Any,
     results: Any,
 ) -> None:
-    """One load-generator process: ``threads`` keep-alive connections, ``count`` each."""
+    """One load-generator process: ``threads`` keep-alive connections, ``count`` each.
+    Lists of ports and bodies are dealt round-robin: connection n to port n, delivery i of
+    body i (the same delivery order in every process)."""
     import http.client
     import threading
 
@@ -68,20 +79,28 @@ def _client_process(
 
     def run(n: int) -> None:
         # Sign every delivery before the clock starts: signing is GitHub's work, not the App's.
+        bodies = body if isinstance(body, list) else [body]
         signed = [
-            webhook_headers(
-                "pull_request", body, secret, delivery_id=f"{seed}-{n}-{i}-{uuid.uuid4()}"
+            (
+                bodies[(n * count + i) % len(bodies)],
+                webhook_headers(
+                    "pull_request",
+                    bodies[(n * count + i) % len(bodies)],
+                    secret,
+                    delivery_id=f"{seed}-{n}-{i}-{uuid.uuid4()}",
+                ),
             )
             for i in range(count)
         ]
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        ports = port if isinstance(port, list) else [port]
+        conn = http.client.HTTPConnection("127.0.0.1", ports[n % len(ports)], timeout=30)
         conn.connect()
         ready.wait()
         go.wait()
         mine = []
-        for headers in signed:
+        for data, headers in signed:
             start = time.perf_counter()
-            conn.request("POST", "/webhook", body=body, headers=headers)
+            conn.request("POST", "/webhook", body=data, headers=headers)
             response = conn.getresponse()
             response.read()
             mine.append((response.status, time.perf_counter() - start))
@@ -101,7 +120,9 @@ def _client_process(
     results.put(out)
 
 
-def _load(port: int, body: bytes, secret: str, clients: int, total: int) -> list[tuple[int, float]]:
+def _load(
+    port: int | list[int], body: bytes | list[bytes], secret: str, clients: int, total: int
+) -> list[tuple[int, float]]:
     """``clients`` concurrent keep-alive connections over 2 processes, ``total`` deliveries.
 
     Every connection is opened, in every process, before the first delivery is timed: the
@@ -113,7 +134,9 @@ def _load(port: int, body: bytes, secret: str, clients: int, total: int) -> list
     procs = 2
     ctx = multiprocessing.get_context("spawn")
     warm: queue_mod.Queue[list[tuple[int, float]]] = queue_mod.Queue()
-    _client_process(port, 1, 20, body, secret, -1, None, warm)
+    _client_process(
+        port, 1, 20, body[:1] if isinstance(body, list) else body, secret, -1, None, warm
+    )
     start_all = ctx.Barrier(procs)
     results = ctx.Queue()
     workers = [
@@ -244,7 +267,135 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _serve(env: dict[str, str], data_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--port", str(port)],
+        env=dict(env, LABBOT_DATA_DIR=str(data_dir)),
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, port
+
+
+def _fresh_database(server_url: str) -> str:
+    """A new database on the server at ``server_url``; its URL."""
+    import psycopg
+
+    name = f"labbot_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    base, _, _ = server_url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def compare_backends(database_url: str) -> int:
+    """SQLite x1, PostgreSQL x1 and x3 replicas, side by side (see the module docstring)."""
+    import os
+
+    cluster = None
+    if database_url == "auto":
+        from tests.pgcluster import PgCluster
+
+        cluster = PgCluster(fsync=True).start()
+        database_url = cluster.url()
+    fake = FakeGitHub().start()
+    scene = fake.quickstart("org/taxonomy", files={"README.md": "x\n"})
+    pulls = [
+        scene.repo.create_pull(head=f"bench-{i}", files={f"docs/{i}.md": "x\n"}) for i in range(200)
+    ]
+    bodies = [
+        encode_payload(fake.webhook_payload("pull_request", "opened", repo=scene.repo, pr=pr))
+        for pr in pulls
+    ]
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            key = Path(tmp) / "key.pem"
+            key.write_text(scene.app.private_key_pem)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LABBOT_")}
+            env.update(
+                LABBOT_APP_ID=str(scene.app.id),
+                LABBOT_PRIVATE_KEY_PATH=str(key),
+                LABBOT_WEBHOOK_SECRET=scene.app.webhook_secret,
+                LABBOT_GITHUB_API_URL=fake.url,
+                LABBOT_WORKERS="2",
+                LABBOT_WRITE_INTERVAL_SECONDS="0",
+                LABBOT_TEACHER="",
+            )
+            for label, engine, count in (
+                ("SQLite, 1 replica", "sqlite", 1),
+                ("PostgreSQL, 1 replica", "postgres", 1),
+                ("PostgreSQL, 3 replicas", "postgres", 3),
+            ):
+                run_env = dict(env)
+                if engine == "postgres":
+                    run_env["LABBOT_DATABASE_URL"] = _fresh_database(database_url)
+                shared = Path(tmp) / f"{engine}-{count}"
+                servers = [
+                    _serve(run_env, shared if engine == "sqlite" else Path(tmp) / f"{label}-{i}")
+                    for i in range(count)
+                ]
+                ports = [port for _, port in servers]
+                try:
+                    for port in ports:
+                        wait_for(
+                            lambda p=port: _up(f"http://127.0.0.1:{p}"), timeout=60, what="serve"
+                        )
+                    start = time.perf_counter()
+                    results = _load(ports, bodies, scene.app.webhook_secret, clients=50, total=1000)
+                    health = f"http://127.0.0.1:{ports[0]}/healthz"
+                    wait_for(
+                        lambda url=health: httpx.get(url).json()["queue_depth"] == 0,
+                        timeout=600,
+                        what="an empty queue",
+                    )
+                    drained = time.perf_counter() - start
+                    done = sum(
+                        int(float(line.rsplit(" ", 1)[1]))
+                        for port in ports
+                        for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
+                        if line.startswith('labbot_jobs_total{kind="validate"')
+                    )
+                finally:
+                    for proc, _ in servers:
+                        proc.terminate()
+                        proc.wait(20)
+                latencies = [t * 1000 for status, t in results if status == 202]
+                rows.append(
+                    (
+                        label,
+                        len(latencies),
+                        len(results),
+                        pct(latencies, 0.5),
+                        pct(latencies, 0.99),
+                        done,
+                        done / drained,
+                    )
+                )
+    finally:
+        fake.stop(check=False)
+        if cluster is not None:
+            cluster.stop()
+    print("1000 deliveries (200 pull requests), 50 Python clients spread over the replicas")
+    print(f"{'engine':<24} {'202s':>9} {'ack p50':>9} {'ack p99':>9} {'jobs':>7} {'jobs/s':>7}")
+    for label, ok, sent, p50, p99, done, rate in rows:
+        print(f"{label:<24} {ok:>4}/{sent:<4} {p50:>6.1f} ms {p99:>6.1f} ms {done:>7} {rate:>7.1f}")
+    base = rows[0][4]
+    for label, _ok, _sent, _p50, p99, _done, _rate in rows[1:]:
+        print(f"{label}: ack p99 {p99 / base:.2f}x SQLite's (goal <= 2x)")
+    return 0
+
+
 def main() -> int:
+    if "--database-url" in sys.argv:
+        at = sys.argv.index("--database-url")
+        if at + 1 >= len(sys.argv):
+            sys.stderr.write("--database-url needs a postgresql:// URL, or 'auto'\n")
+            return 2
+        return compare_backends(sys.argv[at + 1])
     fake = FakeGitHub().start()
     scene = fake.quickstart("org/taxonomy", files={"README.md": "x\n"})
     with tempfile.TemporaryDirectory() as tmp, Server(settings_for(fake, scene, Path(tmp))) as srv:

@@ -26,14 +26,14 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from bot import handlers
-from bot.builds import BuildLedger
+from bot.backend import Queue, open_backend
 from bot.errors import WebhookError
 from bot.github import GitHubClient
 from bot.intake import DeliveryWriter
 from bot.isolation import IsolatedValidator
-from bot.limits import CommandLimits, PreviewLimits
+from bot.limits import PreviewLimits
 from bot.metrics import Metrics
-from bot.queue import DeliveryRecord, JobQueue, JobSpec
+from bot.queue import DeliveryRecord, JobSpec
 from bot.settings import Settings
 from bot.webhook import event_label, jobs_for, parse
 from bot.worker import Workers
@@ -77,7 +77,7 @@ class TeacherHolder:
                 self.teacher = None
 
 
-def purge_expired(queue: JobQueue, retention_days: float, now: float | None = None) -> None:
+def purge_expired(queue: Queue, retention_days: float, now: float | None = None) -> None:
     """Delete finished jobs and deliveries older than ``retention_days`` (run with each
     recovery); a database error is logged, and the next run tries again."""
     before = (time.time() if now is None else now) - retention_days * 86400.0
@@ -98,7 +98,7 @@ def purge_expired(queue: JobQueue, retention_days: float, now: float | None = No
 def create_app(
     settings: Settings,
     *,
-    queue: JobQueue | None = None,
+    queue: Queue | None = None,
     client: GitHubClient | None = None,
     metrics: Metrics | None = None,
     validator: IsolatedValidator | None = None,
@@ -114,7 +114,8 @@ def create_app(
         seconds=settings.validate_seconds, memory_bytes=settings.validate_memory_mb << 20
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = queue or JobQueue(settings.database, lease_seconds=settings.lease_seconds)
+    backend = open_backend(settings, queue)  # SQLite, or PostgreSQL for several replicas
+    queue = backend.queue
     client = client or GitHubClient(
         settings.app_id,
         settings.private_key,
@@ -130,11 +131,8 @@ def create_app(
         teacher=holder if settings.teacher else None,
         cache_dir=settings.cache_dir,
         preview_seconds=settings.preview_seconds,
-        builds=BuildLedger(settings.data_dir / "builds.sqlite3"),
-        limits=CommandLimits(
-            settings.data_dir / "limits.sqlite3",
-            permission_seconds=settings.permission_cache_seconds,
-        ),
+        builds=backend.builds,
+        limits=backend.limits,
         preview_limits=PreviewLimits(
             settings.preview_limit_per_pr,
             settings.preview_limit_per_installation,
@@ -143,6 +141,8 @@ def create_app(
         validator=validator,
         validate_seconds=settings.validate_seconds,
     )
+    if backend.locks is not None:
+        ctx.locks = backend.locks
     workers = Workers(ctx, settings.workers)
     writer = DeliveryWriter(queue)
     stop_recovery = threading.Event()
@@ -171,10 +171,7 @@ def create_app(
         workers.stop()
         validator.close()
         holder.close()
-        if ctx.builds is not None:
-            ctx.builds.close()
-        if ctx.limits is not None:
-            ctx.limits.close()
+        backend.close()
 
     app = FastAPI(title="labbot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.queue = queue

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS build_prs (
 
 ACTIVE = ("requested", "running")
 #: Columns added after the first release (``ALTER TABLE`` on an older ledger).
-_DISPATCH_COLUMNS = {
+DISPATCH_COLUMNS = {
     "dispatch_event": "TEXT",
     "workflow_id": "INTEGER",
     "workflow_path": "TEXT",
@@ -60,7 +60,7 @@ _DISPATCH_COLUMNS = {
     "dispatched_at": "REAL",
     "dispatch_run_id": "INTEGER",
 }
-_COLUMNS = (
+BUILD_COLUMNS = (
     "id, repo, sha, installation_id, state, check_run_id, run_id, run_url, failed_job_url,"
     " conclusion, dispatch_event, workflow_id, workflow_path, dispatch_branch, dispatched_at,"
     " dispatch_run_id"
@@ -102,7 +102,7 @@ class BuildLedger:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.executescript(_SCHEMA)
         have = {str(row[1]) for row in self._conn.execute("PRAGMA table_info(builds)")}
-        for name, kind in _DISPATCH_COLUMNS.items():
+        for name, kind in DISPATCH_COLUMNS.items():
             if name not in have:
                 self._conn.execute(f"ALTER TABLE builds ADD COLUMN {name} {kind}")
 
@@ -112,7 +112,7 @@ class BuildLedger:
 
     def _get(self, where: str, args: tuple[Any, ...]) -> BuildRecord | None:
         row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", args
+            f"SELECT {BUILD_COLUMNS} FROM builds WHERE {where} ORDER BY id DESC LIMIT 1", args
         ).fetchone()
         if row is None:
             return None
@@ -211,7 +211,7 @@ class BuildLedger:
 
     def update(self, build_id: int, **fields: Any) -> None:
         allowed = {"state", "check_run_id", "run_id", "run_url", "failed_job_url", "conclusion"}
-        allowed |= set(_DISPATCH_COLUMNS)
+        allowed |= set(DISPATCH_COLUMNS)
         if not fields or set(fields) - allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k} = ?" for k in fields)

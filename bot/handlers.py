@@ -12,13 +12,15 @@ import logging
 import posixpath
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot import markup, render
-from bot.builds import BuildLedger, BuildRecord, run_mismatch
+from bot.backend import Ledger, Limits, Locks, Queue
+from bot.builds import BuildRecord, run_mismatch
 from bot.errors import GitHubError
 from bot.github import GitHubClient, Unreadable, repo_path, seg
 from bot.isolation import (
@@ -28,9 +30,9 @@ from bot.isolation import (
     ValidatorFailed,
     failed,
 )
-from bot.limits import CommandLimits, PreviewLimits, minutes
+from bot.limits import PreviewLimits, minutes
 from bot.metrics import Metrics
-from bot.queue import Job, JobQueue, JobSpec
+from bot.queue import Job, JobSpec
 from bot.webhook import VALIDATE_CHECK
 from pipeline.config import CONFIG_PATH, RepoConfig, parse_config
 from pipeline.discover import is_candidate
@@ -70,22 +72,33 @@ class KeyedLocks:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
+    @contextmanager
+    def try_hold(self, key: str) -> Iterator[bool]:
+        """The lock on ``key`` if it is free: the block gets False when another thread holds it."""
+        lock = self.hold(key)
+        got = lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+
 
 @dataclass
 class Context:
     client: GitHubClient
-    queue: JobQueue
+    queue: Queue
     metrics: Metrics
     teacher: Callable[[], Teacher] | None = None  # None: previews are off
-    builds: BuildLedger | None = None
+    builds: Ledger | None = None
     cache_dir: Path | None = None
     preview_seconds: float = 300.0
-    locks: KeyedLocks = field(default_factory=KeyedLocks)
+    locks: Locks = field(default_factory=KeyedLocks)
     #: Validates contributors' files in child processes; None validates in this process.
     validator: IsolatedValidator | None = None
     validate_seconds: float = 30.0
     #: Cached permissions, answered refusals, preview counts; None: no caching, no limits.
-    limits: CommandLimits | None = None
+    limits: Limits | None = None
     preview_limits: PreviewLimits = field(default_factory=PreviewLimits)
 
 
@@ -524,7 +537,15 @@ def command(job: Job, ctx: Context) -> str:
 
 def recover(job: Job, ctx: Context) -> str:
     """Ask GitHub to redeliver deliveries we never received, and re-check open pull requests
-    whose head has no ``labbot/validate`` check run."""
+    whose head has no ``labbot/validate`` check run. One replica at a time: the others skip."""
+    with ctx.locks.try_hold("labbot:recovery") as mine:
+        if not mine:
+            log.info("recovery is already running elsewhere; skipped")
+            return "recovery-running-elsewhere"
+        return _recover(ctx)
+
+
+def _recover(ctx: Context) -> str:
     client = ctx.client
     redelivered = 0
     by_guid: dict[str, list[dict[str, Any]]] = {}
@@ -575,7 +596,7 @@ def _build_settings(config: RepoConfig) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _ledger(ctx: Context) -> BuildLedger:
+def _ledger(ctx: Context) -> Ledger:
     if ctx.builds is None:
         raise RuntimeError("the App runs without a build ledger")
     return ctx.builds

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.queue import DeliveryRecord, JobQueue
+from bot.backend import Queue
+from bot.queue import DeliveryRecord
 
 log = logging.getLogger("labbot.intake")
 
@@ -27,7 +28,7 @@ log = logging.getLogger("labbot.intake")
 class DeliveryWriter:
     """Records deliveries for coroutines, committing those of one loop turn together."""
 
-    def __init__(self, queue: JobQueue) -> None:
+    def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self._pending: dict[
             asyncio.AbstractEventLoop, list[tuple[DeliveryRecord, asyncio.Future[bool]]]

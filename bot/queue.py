@@ -613,6 +613,11 @@ class JobQueue:
             {"now": now, "max": self.max_attempts},
         )
 
+    def wait_for_work(self, timeout: float, stop: threading.Event) -> None:
+        """Sleep ``timeout`` seconds, or until ``stop`` is set: an idle worker's pause between
+        polls (SQLite cannot announce new jobs; the PostgreSQL queue wakes on NOTIFY)."""
+        stop.wait(timeout)
+
     def heartbeat(self, job_id: int, worker: str) -> bool:
         """Extend ``worker``'s lease to ``now + lease_seconds``. False when the lease is lost
         (taken over by another worker after expiring, or the job is no longer leased)."""

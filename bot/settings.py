@@ -46,6 +46,9 @@ class Settings:
     preview_limit_per_pr: int = 3
     preview_limit_per_installation: int = 30
     preview_limit_window_seconds: float = 3600.0
+    # postgresql://... : the queue, ledger and locks live in PostgreSQL, shared by replicas.
+    # None: one SQLite file in data_dir, for a single process.
+    database_url: str | None = field(default=None, repr=False)
 
     @property
     def cache_dir(self) -> Path:
@@ -132,6 +135,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     per_pr = _positive(env, "LABBOT_PREVIEW_LIMIT_PER_PR", 3, problems)
     per_installation = _positive(env, "LABBOT_PREVIEW_LIMIT_PER_INSTALLATION", 30, problems)
     preview_window = _positive(env, "LABBOT_PREVIEW_LIMIT_WINDOW_SECONDS", 3600.0, problems)
+    database_url = env.get("LABBOT_DATABASE_URL", "").strip() or None
+    if database_url is not None and not database_url.startswith(("postgresql://", "postgres://")):
+        problems.append(
+            "LABBOT_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432"
+            "/labbot), or unset to keep the SQLite file in LABBOT_DATA_DIR"
+        )
     if problems:
         raise SettingsError("labbot cannot start:\n  - " + "\n  - ".join(problems))
     return Settings(
@@ -157,6 +166,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         preview_limit_per_pr=int(per_pr),
         preview_limit_per_installation=int(per_installation),
         preview_limit_window_seconds=preview_window,
+        database_url=database_url,
     )
 
 

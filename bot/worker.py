@@ -7,8 +7,9 @@ import threading
 import time
 
 from bot import handlers
+from bot.backend import Queue
 from bot.errors import GitHubError, RateLimited
-from bot.queue import Job, JobQueue, default_worker_id
+from bot.queue import Job, default_worker_id
 
 log = logging.getLogger("labbot.worker")
 
@@ -24,7 +25,7 @@ class Workers:
         self._threads: list[threading.Thread] = []
 
     @property
-    def queue(self) -> JobQueue:
+    def queue(self) -> Queue:
         return self.ctx.queue
 
     def start(self) -> None:
@@ -48,7 +49,7 @@ class Workers:
                 self._stop.wait(1.0)
                 continue
             if job is None:
-                self._stop.wait(self.poll_interval)
+                self.queue.wait_for_work(self.poll_interval, self._stop)
                 continue
             self.run_one(job, worker)
 

@@ -10,6 +10,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
 pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+# PostgreSQL's server binaries, for the tests of the PostgreSQL backend (they start a throwaway
+# cluster with initdb/pg_ctl). Debian's package; skipped when present or without apt/root.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+      >/dev/null 2>&1 || echo "setup.sh: could not install postgresql; its tests will skip" >&2
+  else
+    echo "setup.sh: no PostgreSQL server binaries (apt-get install postgresql); its tests will skip" >&2
+  fi
+fi
 # torch first, pinned, so that nothing pulls a multi-GB CUDA build instead of the CPU one.
 pip install --quiet 'torch==2.13.0'
 pip install --quiet -e '.[dev]'

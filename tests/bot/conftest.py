@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakegithub import FakeGitHub, Setup
+from tests.pgcluster import PgCluster, PgUnavailable
 
 
 @pytest.fixture
@@ -22,3 +23,20 @@ def fake() -> Iterator[FakeGitHub]:
 def scene(fake: FakeGitHub) -> Setup:
     """The App installed on org/taxonomy."""
     return fake.quickstart("org/taxonomy", files={"README.md": "taxonomy\n"})
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL server for the session (skips where none is installed)."""
+    try:
+        cluster = PgCluster().start()
+    except PgUnavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> str:
+    """A fresh, empty database on the session's server."""
+    return pg_cluster.create_database()

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.backend import Limits
 from bot.limits import CommandLimits, PreviewLimits
 from bot.settings import Settings
 from tests.bot.test_app_e2e import ATTR, LEAF, Server, settings_for, wait_for
@@ -161,9 +165,33 @@ def test_permission_answers_are_cached(fake: FakeGitHub, scene: Setup, tmp_path:
         srv.__exit__(None, None, None)
 
 
-def test_limits_store_counts_windows_and_bounds_its_cache(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Limits]]:
+    """Opens limit stores on one engine: a SQLite file, or a fresh PostgreSQL database (the
+    store of several replicas). Two stores opened here share their state, as a restarted App
+    (or another replica) does."""
+    pools: list[Any] = []
+
+    def open_(**options: Any) -> Limits:
+        if request.param == "sqlite":
+            return CommandLimits(tmp_path / "limits.sqlite3", **options)
+        from bot.pglimits import PgCommandLimits
+        from bot.pgstore import open_pool
+
+        if not pools:
+            pools.append(open_pool(str(request.getfixturevalue("pg_url")), max_size=2))
+        return PgCommandLimits(pools[0], **options)
+
+    yield open_
+    for pool in pools:
+        pool.close()
+
+
+def test_limits_store_counts_windows_and_bounds_its_cache(
+    open_store: Callable[..., Limits],
+) -> None:
     now = [1000.0]
-    store = CommandLimits(tmp_path / "limits.sqlite3", permission_seconds=300, clock=lambda: now[0])
+    store = open_store(permission_seconds=300, clock=lambda: now[0])
     limits = PreviewLimits(per_pr=2, per_installation=3, window_seconds=3600)
     assert store.take_preview(1, "o/r", 1, limits) is None
     now[0] += 600
@@ -184,7 +212,7 @@ def test_limits_store_counts_windows_and_bounds_its_cache(tmp_path: Path) -> Non
     assert store.first_refusal("o/r", 1, "bob") and not store.first_refusal("o/r", 1, "BOB")
     assert store.first_refusal("o/r", 2, "bob")
     store.close()
-    reopened = CommandLimits(tmp_path / "limits.sqlite3", clock=lambda: now[0])
+    reopened = open_store(clock=lambda: now[0])
     assert not reopened.first_refusal("o/r", 1, "bob")
     reopened.close()
 

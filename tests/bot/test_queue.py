@@ -1,4 +1,8 @@
-"""The durable SQLite job queue: real database files, a fake clock, threads and processes."""
+"""The durable job queue: real database files, a fake clock, threads and processes.
+
+The contract tests run on both engines: SQLite, and a real PostgreSQL server (a throwaway
+cluster, see tests/pgcluster.py; skipped where PostgreSQL is not installed). Tests that
+reach into SQLite itself (its pragmas, its errors) take the ``db`` path directly."""
 
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.backend import Queue, open_queue
 from bot.queue import (
     DEAD,
     DONE,
@@ -74,20 +79,48 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "queue.sqlite3"
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request: pytest.FixtureRequest, db: Path) -> str | Path:
+    """Where the queue lives: the SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return db
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def queue(db: Path, clock: FakeClock) -> Iterator[JobQueue]:
-    q = JobQueue(db, lease_seconds=30, max_attempts=3, clock=clock, rng=random.Random(7))
-    yield q
-    q.close()
+def make_queue(target: str | Path) -> Iterator[Callable[..., Queue]]:
+    """Opens queues on ``target`` (each test's engine), closing them after the test."""
+    made: list[Queue] = []
+
+    def make(**options: Any) -> Queue:
+        q = open_queue(target, **options)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
 
 
-def job_rows(db: Path) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-    finally:
-        conn.close()
+@pytest.fixture
+def queue(make_queue: Callable[..., Queue], clock: FakeClock) -> Queue:
+    return make_queue(lease_seconds=30, max_attempts=3, clock=clock, rng=random.Random(7))
+
+
+def job_rows(q: Queue) -> list[Mapping[str, Any]]:
+    """Every row of the jobs table, as the engine stores it."""
+    if isinstance(q, JobQueue):
+        conn = sqlite3.connect(q.path)
+        conn.row_factory = sqlite3.Row
+        try:
+            return list(conn.execute("SELECT * FROM jobs ORDER BY id").fetchall())
+        finally:
+            conn.close()
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(q.url, row_factory=dict_row) as pg:
+        return pg.execute("SELECT * FROM jobs ORDER BY id").fetchall()
 
 
 # -- schema -------------------------------------------------------------------------------
@@ -117,8 +150,8 @@ def test_newer_schema_is_refused(db: Path) -> None:
         JobQueue(db)
 
 
-def test_closed_queue_refuses_use(db: Path) -> None:
-    q = JobQueue(db)
+def test_closed_queue_refuses_use(make_queue: Callable[..., Queue]) -> None:
+    q = make_queue()
     q.close()
     with pytest.raises(RuntimeError, match="closed"):
         q.enqueue(spec())
@@ -127,14 +160,14 @@ def test_closed_queue_refuses_use(db: Path) -> None:
 # -- deliveries ---------------------------------------------------------------------------
 
 
-def test_duplicate_delivery_is_acknowledged_once(queue: JobQueue, db: Path) -> None:
+def test_duplicate_delivery_is_acknowledged_once(queue: Queue) -> None:
     jobs = [spec(kind="validate"), spec(kind="preview")]
     assert not queue.delivery_seen("d-1")
     assert queue.record_delivery("d-1", "pull_request", "opened", jobs) is True
     assert queue.delivery_seen("d-1")
     # The redelivery carries a different job; it must still enqueue nothing.
     assert queue.record_delivery("d-1", "pull_request", "opened", [spec(sha="b" * 40)]) is False
-    rows = job_rows(db)
+    rows = job_rows(queue)
     assert [(r["kind"], r["delivery_id"], r["state"]) for r in rows] == [
         ("validate", "d-1", PENDING),
         ("preview", "d-1", PENDING),
@@ -162,24 +195,22 @@ def test_record_delivery_is_one_transaction(db: Path, clock: FakeClock) -> None:
             q.record_delivery("d-1", "pull_request", "synchronize", [spec(), spec(kind="x")])
         # Neither the delivery nor the first job survived, so a redelivery is processed.
         assert not q.delivery_seen("d-1")
-        assert job_rows(db) == []
+        assert job_rows(q) == []
         assert q.record_delivery("d-1", "pull_request", "synchronize", [spec()]) is True
-        assert len(job_rows(db)) == 1
+        assert len(job_rows(q)) == 1
     finally:
         q.close()
 
 
-def test_unserialisable_payload_records_nothing(queue: JobQueue, db: Path) -> None:
+def test_unserialisable_payload_records_nothing(queue: Queue) -> None:
     bad = JobSpec("validate", "o/r", 1, "s", None, {"when": object()})
     with pytest.raises(ValueError, match="JSON"):
         queue.record_delivery("d-1", "pull_request", "opened", [spec(), bad])
     assert not queue.delivery_seen("d-1")
-    assert job_rows(db) == []
+    assert job_rows(queue) == []
 
 
-def test_record_deliveries_commits_a_batch_and_isolates_a_bad_record(
-    queue: JobQueue, db: Path
-) -> None:
+def test_record_deliveries_commits_a_batch_and_isolates_a_bad_record(queue: Queue) -> None:
     bad = JobSpec("validate", "o/r", 9, "s", None, {"when": object()})
     results = queue.record_deliveries(
         [
@@ -193,7 +224,7 @@ def test_record_deliveries_commits_a_batch_and_isolates_a_bad_record(
     assert results[0] is True and results[2] is False and results[3] is True
     assert isinstance(results[1], ValueError) and "JSON" in str(results[1])
     assert isinstance(results[4], ValueError)
-    assert [(r["pr"], r["delivery_id"]) for r in job_rows(db)] == [(1, "d-1")]
+    assert [(r["pr"], r["delivery_id"]) for r in job_rows(queue)] == [(1, "d-1")]
     assert not queue.delivery_seen("d-2")
     stats = queue.stats()
     assert stats.duplicate_deliveries == 1
@@ -220,13 +251,13 @@ def test_record_deliveries_retries_one_by_one_when_the_database_refuses_one(
         )
         assert results[0] is True and results[2] is True
         assert isinstance(results[1], sqlite3.IntegrityError)
-        assert [r["pr"] for r in job_rows(db)] == [1, 3]
+        assert [r["pr"] for r in job_rows(q)] == [1, 3]
         assert not q.delivery_seen("d-2")
     finally:
         q.close()
 
 
-def test_delivery_outcomes_in_stats(queue: JobQueue) -> None:
+def test_delivery_outcomes_in_stats(queue: Queue) -> None:
     assert queue.record_delivery("d-1", "pull_request", "opened", [spec()])
     assert queue.record_delivery("d-2", "ping", None, [])
     assert queue.record_delivery("d-3", "pull_request", "closed", [spec(pr=2)])
@@ -243,7 +274,7 @@ def test_delivery_outcomes_in_stats(queue: JobQueue) -> None:
 # -- coalescing and superseding -----------------------------------------------------------
 
 
-def test_coalescing_identical_key(queue: JobQueue, db: Path) -> None:
+def test_coalescing_identical_key(queue: Queue) -> None:
     first = queue.enqueue(spec(n=1))
     assert queue.enqueue(spec(n=2)) == first  # same key, pending: no new row
     app_wide = JobSpec("recover", "", None, "", None, {})
@@ -256,8 +287,8 @@ def test_coalescing_identical_key(queue: JobQueue, db: Path) -> None:
         queue.enqueue(spec(repo="octo/other")),
     }
     assert first not in others and len(others) == 4
-    assert len(job_rows(db)) == 6
-    assert json.loads(job_rows(db)[0]["payload"]) == {"n": 1}  # the first payload is kept
+    assert len(job_rows(queue)) == 6
+    assert json.loads(job_rows(queue)[0]["payload"]) == {"n": 1}  # the first payload is kept
 
     job = queue.lease("w")
     assert job is not None and job.id == first
@@ -266,7 +297,7 @@ def test_coalescing_identical_key(queue: JobQueue, db: Path) -> None:
     assert queue.enqueue(spec()) != first  # finished: a new run is a new job
 
 
-def test_superseding_pending_job(queue: JobQueue) -> None:
+def test_superseding_pending_job(queue: Queue) -> None:
     old = queue.enqueue(spec(sha="a" * 40))
     other_kind = queue.enqueue(spec(sha="a" * 40, kind="preview"))
     other_pr = queue.enqueue(spec(sha="a" * 40, pr=2))
@@ -282,7 +313,7 @@ def test_superseding_pending_job(queue: JobQueue) -> None:
     assert queue.stats().counts[SUPERSEDED] == 1
 
 
-def test_superseding_leased_job(queue: JobQueue, clock: FakeClock) -> None:
+def test_superseding_leased_job(queue: Queue, clock: FakeClock) -> None:
     old = queue.enqueue(spec(sha="a" * 40))
     job = queue.lease("w1")
     assert job is not None and job.id == old
@@ -301,9 +332,7 @@ def test_superseding_leased_job(queue: JobQueue, clock: FakeClock) -> None:
     assert queue.job_state(old) == SUPERSEDED
 
 
-def test_flagged_job_is_not_rerun_after_its_lease_expires(
-    queue: JobQueue, clock: FakeClock
-) -> None:
+def test_flagged_job_is_not_rerun_after_its_lease_expires(queue: Queue, clock: FakeClock) -> None:
     old = queue.enqueue(spec(sha="a" * 40))
     assert queue.lease("w1") is not None
     new = queue.enqueue(spec(sha="b" * 40))
@@ -314,7 +343,7 @@ def test_flagged_job_is_not_rerun_after_its_lease_expires(
     assert queue.lease("w3") is None
 
 
-def test_superseded_leased_job_can_still_complete(queue: JobQueue) -> None:
+def test_superseded_leased_job_can_still_complete(queue: Queue) -> None:
     old = queue.enqueue(spec(sha="a" * 40))
     assert queue.lease("w") is not None
     queue.enqueue(spec(sha="b" * 40))
@@ -326,7 +355,7 @@ def test_superseded_leased_job_can_still_complete(queue: JobQueue) -> None:
 # -- leasing ------------------------------------------------------------------------------
 
 
-def test_lease_and_complete(queue: JobQueue, clock: FakeClock) -> None:
+def test_lease_and_complete(queue: Queue, clock: FakeClock) -> None:
     assert queue.lease("w") is None
     first = queue.enqueue(spec(pr=1, note="hi"))
     second = queue.enqueue(spec(pr=2))
@@ -342,13 +371,13 @@ def test_lease_and_complete(queue: JobQueue, clock: FakeClock) -> None:
     assert queue.complete(first, "w", "failure-reported") is True
     assert queue.complete(first, "w") is False  # only once
     assert queue.job_state(first) == DONE
-    assert job_rows(queue.path)[0]["outcome"] == "failure-reported"
+    assert job_rows(queue)[0]["outcome"] == "failure-reported"
     nxt = queue.lease("w")
     assert nxt is not None and nxt.id == second
     assert queue.lease("w") is None
 
 
-def test_run_after_delays_a_job(queue: JobQueue, clock: FakeClock) -> None:
+def test_run_after_delays_a_job(queue: Queue, clock: FakeClock) -> None:
     later = queue.enqueue(spec(pr=1), run_after=clock.now + 10)
     now = queue.enqueue(spec(pr=2))
     job = queue.lease("w")
@@ -359,8 +388,8 @@ def test_run_after_delays_a_job(queue: JobQueue, clock: FakeClock) -> None:
     assert job is not None and job.id == later
 
 
-def test_threads_never_share_a_job(db: Path) -> None:
-    q = JobQueue(db, lease_seconds=60, durable=False)
+def test_threads_never_share_a_job(make_queue: Callable[..., Queue]) -> None:
+    q = make_queue(lease_seconds=60, durable=False)
     try:
         ids = {q.enqueue(spec(pr=n)) for n in range(1, 201)}
         leased: list[int] = []
@@ -390,8 +419,8 @@ def test_threads_never_share_a_job(db: Path) -> None:
         q.close()
 
 
-def test_two_queue_objects_never_share_a_job(db: Path) -> None:
-    queues = [JobQueue(db, durable=False) for _ in range(2)]
+def test_two_queue_objects_never_share_a_job(make_queue: Callable[..., Queue]) -> None:
+    queues = [make_queue(durable=False) for _ in range(2)]
     try:
         ids = {queues[0].enqueue(spec(pr=n)) for n in range(1, 151)}
         got: list[list[int]] = [[], [], [], []]
@@ -421,8 +450,8 @@ _WORKER = """
 import sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
-from bot.queue import JobQueue
-q = JobQueue({db!r}, durable=False)
+from bot.backend import open_queue
+q = open_queue({db!r}, durable=False)
 print("READY", flush=True)
 while not Path({go!r}).exists():
     time.sleep(0.005)
@@ -433,9 +462,12 @@ q.close()
 """
 
 
-def test_processes_never_share_a_job(db: Path, tmp_path: Path) -> None:
-    with JobQueue(db, durable=False) as q:
-        ids = {q.enqueue(spec(pr=n)) for n in range(1, 301)}
+def test_processes_never_share_a_job(
+    make_queue: Callable[..., Queue], target: str | Path, tmp_path: Path
+) -> None:
+    db = target
+    q = make_queue(durable=False)
+    ids = {q.enqueue(spec(pr=n)) for n in range(1, 301)}
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
@@ -469,7 +501,7 @@ def test_processes_never_share_a_job(db: Path, tmp_path: Path) -> None:
 # -- expiry, heartbeats, retries ----------------------------------------------------------
 
 
-def test_expired_lease_is_released_with_one_more_attempt(queue: JobQueue, clock: FakeClock) -> None:
+def test_expired_lease_is_released_with_one_more_attempt(queue: Queue, clock: FakeClock) -> None:
     job_id = queue.enqueue(spec())
     first = queue.lease("w1")
     assert first is not None and first.attempts == 1
@@ -489,7 +521,7 @@ def test_expired_lease_is_released_with_one_more_attempt(queue: JobQueue, clock:
     assert queue.complete(job_id, "w2") is True
 
 
-def test_heartbeat_extends_the_lease(queue: JobQueue, clock: FakeClock) -> None:
+def test_heartbeat_extends_the_lease(queue: Queue, clock: FakeClock) -> None:
     job_id = queue.enqueue(spec())
     assert queue.lease("w1") is not None
     clock.advance(25)
@@ -506,14 +538,14 @@ def test_heartbeat_extends_the_lease(queue: JobQueue, clock: FakeClock) -> None:
     assert queue.heartbeat(job_id, "w2") is False  # nothing left to extend
 
 
-def test_backoff_grows_and_is_capped(db: Path, clock: FakeClock) -> None:
-    q = JobQueue(db, base_backoff=2, max_backoff=10, rng=MaxRandom(), clock=clock)
+def test_backoff_grows_and_is_capped(make_queue: Callable[..., Queue], clock: FakeClock) -> None:
+    q = make_queue(base_backoff=2, max_backoff=10, rng=MaxRandom(), clock=clock)
     try:
         assert [q.backoff(n) for n in range(1, 8)] == [2, 4, 8, 10, 10, 10, 10]
         assert q.backoff(10_000) == 10  # no float overflow
     finally:
         q.close()
-    seeded = JobQueue(db, base_backoff=2, max_backoff=10, rng=random.Random(1), clock=clock)
+    seeded = make_queue(base_backoff=2, max_backoff=10, rng=random.Random(1), clock=clock)
     try:
         for attempts, ceiling in [(1, 2), (2, 4), (3, 8), (4, 10), (9, 10)]:
             samples = [seeded.backoff(attempts) for _ in range(300)]
@@ -524,8 +556,10 @@ def test_backoff_grows_and_is_capped(db: Path, clock: FakeClock) -> None:
         seeded.close()
 
 
-def test_fail_retries_with_backoff_then_dead_letters(db: Path, clock: FakeClock) -> None:
-    q = JobQueue(db, max_attempts=3, base_backoff=2, max_backoff=3, rng=MaxRandom(), clock=clock)
+def test_fail_retries_with_backoff_then_dead_letters(
+    make_queue: Callable[..., Queue], clock: FakeClock
+) -> None:
+    q = make_queue(max_attempts=3, base_backoff=2, max_backoff=3, rng=MaxRandom(), clock=clock)
     try:
         job_id = q.enqueue(spec())
         expected_delays = [2, 3]  # 2 * 2**0, then 2 * 2**1 capped at 3
@@ -546,14 +580,14 @@ def test_fail_retries_with_backoff_then_dead_letters(db: Path, clock: FakeClock)
         q.close()
 
 
-def test_non_retryable_failure_is_dead_at_once(queue: JobQueue) -> None:
+def test_non_retryable_failure_is_dead_at_once(queue: Queue) -> None:
     job_id = queue.enqueue(spec())
     assert queue.lease("w") is not None
     assert queue.fail(job_id, "w", "bad taxonomy", retryable=False) == DEAD
     assert queue.dead_jobs() == [(job_id, spec(), "bad taxonomy")]
 
 
-def test_expired_leases_dead_letter_after_max_attempts(queue: JobQueue, clock: FakeClock) -> None:
+def test_expired_leases_dead_letter_after_max_attempts(queue: Queue, clock: FakeClock) -> None:
     job_id = queue.enqueue(spec())
     for attempt in (1, 2, 3):
         job = queue.lease(f"w{attempt}")
@@ -567,7 +601,7 @@ def test_expired_leases_dead_letter_after_max_attempts(queue: JobQueue, clock: F
 # -- stats --------------------------------------------------------------------------------
 
 
-def test_stats_depth_and_oldest_age(queue: JobQueue, clock: FakeClock) -> None:
+def test_stats_depth_and_oldest_age(queue: Queue, clock: FakeClock) -> None:
     empty = queue.stats()
     assert empty.depth == 0 and empty.oldest_pending_age is None
     assert empty.counts == {PENDING: 0, LEASED: 0, DONE: 0, DEAD: 0, SUPERSEDED: 0}
@@ -588,7 +622,7 @@ def test_stats_depth_and_oldest_age(queue: JobQueue, clock: FakeClock) -> None:
     assert (stats.depth, stats.counts[DONE]) == (2, 1)
 
 
-def test_purge_removes_old_finished_work(queue: JobQueue, clock: FakeClock) -> None:
+def test_purge_removes_old_finished_work(queue: Queue, clock: FakeClock) -> None:
     queue.record_delivery("d-old", "pull_request", "opened", [spec(pr=1)])
     job = queue.lease("w")
     assert job is not None and queue.complete(job.id, "w")
@@ -604,8 +638,8 @@ def test_purge_removes_old_finished_work(queue: JobQueue, clock: FakeClock) -> N
 _VICTIM = """
 import sys, time
 sys.path.insert(0, {root!r})
-from bot.queue import JobQueue
-q = JobQueue({db!r}, lease_seconds={lease!r})
+from bot.backend import open_queue
+q = open_queue({db!r}, lease_seconds={lease!r})
 job = q.lease("victim")
 print("LEASED", job.id if job else None, flush=True)
 while True:  # keep the lease alive, as a real worker does, until killed
@@ -615,9 +649,10 @@ while True:  # keep the lease alive, as a real worker does, until killed
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_job_survives_kill_9(db: Path) -> None:
+def test_job_survives_kill_9(make_queue: Callable[..., Queue], target: str | Path) -> None:
     lease = 0.5
-    with JobQueue(db, lease_seconds=lease) as q:
+    db = target
+    with make_queue(lease_seconds=lease) as q:
         assert q.record_delivery("d-1", "pull_request", "opened", [spec()])
         victim = _VICTIM.format(root=str(ROOT), db=str(db), lease=lease)
         with subprocess.Popen(
@@ -649,7 +684,7 @@ def test_job_survives_kill_9(db: Path) -> None:
         assert q.lease("rescuer") is None
         stats = q.stats()
         assert stats.counts[DONE] == 1 and stats.depth == 0
-        rows = job_rows(db)
+        rows = job_rows(q)
         assert [(r["state"], r["lease_owner"], r["attempts"]) for r in rows] == [
             (DONE, "rescuer", 2)
         ]
