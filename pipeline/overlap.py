@@ -463,7 +463,9 @@ def leaked_samples(
     Pass the samples' *questions* (the user turn), not passages: a passage legitimately shares
     phrases with the questions asked about it. Similarity is the exact Jaccard of the 3-word
     shingle sets (no estimate: held-out sets are small), found through an inverted index of the
-    held-out shingles, so the cost is linear in the samples' length.
+    held-out shingles, so the cost is linear in the samples' length. The default errs on the
+    side of dropping: a short templated question ("Tell me a pun about cheese.") also catches
+    its one-word siblings ("...about bread."), which costs a sample, never a leak.
     """
     inverted: dict[int, list[int]] = {}
     sizes = []
