@@ -104,6 +104,12 @@ class OverlapSettings:
     (under 0.2 on the real corpus). ``leaf_threshold``: Jaccard of two leaves' seed sets (near-
     matching seeds counted as equal): 0.5 means, for two 5-seed leaves, 4 shared seeds (0.67)
     is a near-copy and 3 (0.43) is not; one dropped or added seed keeps a copy above it.
+    ``leaf_seed_threshold``: the looser seed match (0.4) that counts toward the leaf score:
+    a one-word change in a 10-word seed scores about 0.45, and the leaf rule still needs half
+    the seed set to agree. On the real corpus these defaults find every planted near-copy
+    (reordered, recased, one seed dropped or added, moved, two words reworded) and flag 22 of
+    7,028 same-topic pairs of distinct leaves, 19 of them provably the same content
+    (``benchmarks/overlap_corpus.py``).
     """
 
     seed_threshold: float = 0.6
