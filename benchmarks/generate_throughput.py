@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.documents import read_documents  # noqa: E402
-from pipeline.generate import GenerateConfig, generate_leaves  # noqa: E402
-from pipeline.leaves import KNOWLEDGE, load_leaves  # noqa: E402
-from pipeline.teacher import OpenAITeacher  # noqa: E402
-from tests.teacher_server import ScriptedTeacherServer  # noqa: E402
-from tests.test_generate import scripted  # noqa: E402
+from pipeline.sdg.generate import GenerateConfig, generate_leaves  # noqa: E402
+from pipeline.sdg.teacher import OpenAITeacher  # noqa: E402
+from pipeline.taxonomy.documents import read_documents  # noqa: E402
+from pipeline.taxonomy.leaves import KNOWLEDGE, load_leaves  # noqa: E402
+from tests.support.scripted_teacher import scripted  # noqa: E402
+from tests.support.teacher_server import ScriptedTeacherServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ Both recipes full-fine-tune random-initialised Qwen2.5-shaped models (real shape
 no downloads) in bf16 mixed precision on synthetic chat samples whose lengths follow SDG output
 (log-normal, median ~350 tokens, 32 to 2,048). labbot trains padding-free packed rows
 (``--row-tokens``; default 16,384 at 0.5B and 8,192 at 1.5B so that activations without
-checkpointing fit an 80 GB H100) through ``pipeline.train.train_phase``; the baseline is
+checkpointing fit an 80 GB H100) through ``pipeline.training.loop.train_phase``; the baseline is
 ``Trainer`` with batches of 8 padded to the longest sample. Reported per recipe and size:
 real (non-pad) tokens/s after ``--warmup`` steps, MFU = (6 · params · tokens/s + causal
 attention FLOPs) / ``--peak-tflops``, and peak GPU memory.
@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.data import Tokenized, tokenize  # noqa: E402
-from pipeline.train import TrainConfig, train_phase  # noqa: E402
+from pipeline.training.loop import TrainConfig, train_phase  # noqa: E402
+from pipeline.training.packing import Tokenized, tokenize  # noqa: E402
 
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"

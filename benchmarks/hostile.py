@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/hostile.py [--repeat N] [--class NAME ...]
 
-Each class of tests/hostile/generate.py comes in several sizes up to just under the 2 MiB file
+Each class of tests/support/hostile.py comes in several sizes up to just under the 2 MiB file
 cap; the table prints, per class, the slowest CPU time over its sizes (best of N runs each) and
 the size at which it happened, beside the median time of the real files in taxonomy/ and in
 ../shared/taxonomy-corpus when present. The target (issue 10) is under 1 s per file on one core.
@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import RepoConfig  # noqa: E402
-from pipeline.validate import NOT_LOOKED_UP, PROFILES, validate_bytes  # noqa: E402
-from tests.hostile.generate import PATH, cases  # noqa: E402
+from pipeline.taxonomy.validate import NOT_LOOKED_UP, PROFILES, validate_bytes  # noqa: E402
+from tests.support.hostile import PATH, cases  # noqa: E402
 
 TARGET_S = 1.0
 

@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.isolation import IsolatedValidator  # noqa: E402
 from pipeline.config import RepoConfig  # noqa: E402
-from pipeline.validate import PROFILES, validate_bytes  # noqa: E402
-from tests.bot.test_app_e2e import ATTR, LEAF, Server, completed, settings_for, wait_for  # noqa: E402,I001
-from tests.fakegithub import FakeGitHub  # noqa: E402
-from tests.samples import SKILL  # noqa: E402
+from pipeline.taxonomy.validate import PROFILES, validate_bytes  # noqa: E402
+from tests.support.app import ATTR, LEAF, Server, completed, settings_for, wait_for  # noqa: E402,I001
+from tests.support.fakegithub import FakeGitHub  # noqa: E402
+from tests.support.samples import SKILL  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

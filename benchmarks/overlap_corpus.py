@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ruamel.yaml import YAML  # noqa: E402
 from ruamel.yaml.scalarstring import LiteralScalarString  # noqa: E402
 
-from pipeline.overlap import (  # noqa: E402
+from pipeline.taxonomy.overlap import (  # noqa: E402
     OverlapIndex,
     OverlapLeaf,
     OverlapSettings,
@@ -55,8 +55,8 @@ from pipeline.overlap import (  # noqa: E402
     read_leaf,
     similar_leaves,
 )
-from pipeline.overlap_index import normalise  # noqa: E402
-from pipeline.yamlsource import compose, construct, decode  # noqa: E402
+from pipeline.taxonomy.overlap_index import normalise  # noqa: E402
+from pipeline.taxonomy.yamlsource import compose, construct, decode  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "taxonomy-corpus"
 #: Settings for measuring: every similar leaf reported, not just the top three.

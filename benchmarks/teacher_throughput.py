@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.teacher import Completion, GenParams, OpenAITeacher  # noqa: E402
-from tests.teacher_server import ScriptedTeacherServer  # noqa: E402
+from pipeline.sdg.teacher import Completion, GenParams, OpenAITeacher  # noqa: E402
+from tests.support.teacher_server import ScriptedTeacherServer  # noqa: E402
 
 VOCABULARY = (
     "the river city bridge was founded in year its population grew after railway arrived "

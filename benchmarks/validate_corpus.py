@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import RepoConfig  # noqa: E402
-from pipeline.validate import PROFILES, validate_path  # noqa: E402
+from pipeline.taxonomy.validate import PROFILES, validate_path  # noqa: E402
 
 UPSTREAM_MS = 56.0
 

@@ -36,9 +36,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.bot.test_app_e2e import Server, settings_for, wait_for  # noqa: E402
-from tests.fakegithub import FakeGitHub, encode_payload, webhook_headers  # noqa: E402
-from tests.samples import SKILL  # noqa: E402
+from tests.support.app import Server, settings_for, wait_for  # noqa: E402
+from tests.support.fakegithub import FakeGitHub, encode_payload, webhook_headers  # noqa: E402
+from tests.support.samples import SKILL  # noqa: E402
 
 
 def free_port() -> int:
@@ -297,7 +297,7 @@ def compare_backends(database_url: str) -> int:
 
     cluster = None
     if database_url == "auto":
-        from tests.pgcluster import PgCluster
+        from tests.support.pgcluster import PgCluster
 
         cluster = PgCluster(fsync=True).start()
         database_url = cluster.url()

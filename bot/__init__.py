@@ -1,3 +1,5 @@
 """labbot's GitHub App: webhook server, job queue and pull-request feedback."""
 
-__version__ = "0.1.0"
+from pipeline import __version__
+
+__all__ = ["__version__"]

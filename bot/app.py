@@ -26,20 +26,20 @@ from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from bot import handlers
-from bot.backend import Queue, open_backend
 from bot.errors import WebhookError
 from bot.github import GitHubClient
 from bot.intake import DeliveryWriter
 from bot.isolation import IsolatedValidator
-from bot.limits import PreviewLimits
 from bot.metrics import Metrics
-from bot.queue import DeliveryRecord, JobSpec
 from bot.settings import Settings
+from bot.state import Queue, open_backend
+from bot.state.jobs import DeliveryRecord, JobSpec
+from bot.state.limits import PreviewLimits
 from bot.webhook import event_label, jobs_for, parse
 from bot.worker import Workers
 
 if TYPE_CHECKING:
-    from pipeline.teacher import Teacher
+    from pipeline.sdg.teacher import Teacher
 
 log = logging.getLogger("labbot.app")
 
@@ -57,7 +57,7 @@ class TeacherHolder:
         self.lock = threading.Lock()
 
     def __call__(self) -> Teacher:
-        from pipeline.teacher import make_teacher
+        from pipeline.sdg.teacher import make_teacher
 
         with self.lock:
             if self.teacher is None:

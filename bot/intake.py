@@ -10,8 +10,8 @@ So the batching happens on the event loop itself. Each request parses and verifi
 delivery, queues it here and awaits; the first one of a loop turn schedules a flush with
 ``call_soon``, which runs after every request already read in that turn has queued its
 delivery. The flush records them all in ONE transaction
-(:meth:`~bot.queue.JobQueue.record_deliveries`: one commit, one fsync, about a millisecond
-for dozens of deliveries) and wakes each waiter. Alone, a delivery is committed at once.
+(:meth:`~bot.state.sqlite_queue.JobQueue.record_deliveries`: one commit, one fsync, about a
+millisecond for dozens of deliveries) and wakes each waiter. Alone, a delivery is committed at once.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bot.backend import Queue
-from bot.queue import DeliveryRecord
+from bot.state import Queue
+from bot.state.jobs import DeliveryRecord
 
 log = logging.getLogger("labbot.intake")
 
@@ -37,8 +37,9 @@ class DeliveryWriter:
         self.recorded = 0  # deliveries handed back, duplicates and failures included
 
     async def record(self, record: DeliveryRecord) -> bool:
-        """Record ``record`` (see :meth:`~bot.queue.JobQueue.record_delivery`): True when the
-        delivery is new. Raises what recording raised; the delivery is then not recorded."""
+        """Record ``record`` (see :meth:`~bot.state.sqlite_queue.JobQueue.record_delivery`):
+        True when the delivery is new. Raises what recording raised; the delivery is then not
+        recorded."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         pending = self._pending.get(loop)

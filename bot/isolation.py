@@ -37,11 +37,11 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from bot.errors import BotError
-from pipeline.findings import FileResult, Finding, Severity
+from pipeline.taxonomy.findings import FileResult, Finding, Severity
 
 log = logging.getLogger("labbot.isolation")
 
-DEFAULT_TARGET = "pipeline.validate:validate_bytes"
+DEFAULT_TARGET = "pipeline.taxonomy.validate:validate_bytes"
 #: Findings of one rule in one file that come back from the child (the rest are counted).
 KEEP_PER_RULE = 100
 #: Largest answer a child may send; a larger one means something went wrong.

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot import markup
 from bot.isolation import UNCHECKED_RULES
-from pipeline.findings import FileResult, Finding, Severity
+from pipeline.taxonomy.findings import FileResult, Finding, Severity
 
 STICKY_MARKER = "<!-- labbot:sticky -->"
 MAX_SUMMARY = 65_000  # GitHub's limit is 65,535 characters
@@ -74,10 +74,9 @@ def _count(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def check_output(results: Sequence[FileResult], repo_paths: dict[str, str]) -> CheckOutput:
+def check_output(results: Sequence[FileResult]) -> CheckOutput:
     """The ``labbot/validate`` check run for a set of results.
 
-    ``repo_paths`` maps each result's path to the path in the repository (for annotations).
     At most :data:`PER_RULE` findings of one rule in one file and :data:`MAX_ANNOTATIONS` in
     all are annotated; the summary says how many more there are.
     """
@@ -108,12 +107,12 @@ def check_output(results: Sequence[FileResult], repo_paths: dict[str, str]) -> C
         verdict = "valid" if v.valid else f"{v.errors:,} error(s)"
         if v.warnings:
             verdict += f", {v.warnings:,} warning(s)"
-        path = repo_paths.get(v.path, v.path)
+        path = v.path
         lines.append(f"| {markup.cell_code(path)} | {v.kind or '?'} | {verdict} |")
     annotations: list[dict[str, Any]] = []
     notes: list[str] = []
     for v in verdicts:
-        path = repo_paths.get(v.path, v.path)
+        path = v.path
         shown = _shown(v, PER_RULE, len(annotations), MAX_ANNOTATIONS)
         for f in v.findings:
             if f.rule in UNCHECKED_RULES:
@@ -152,9 +151,7 @@ def config_error_output(message: str) -> CheckOutput:
     )
 
 
-def validation_section(
-    results: Sequence[FileResult], repo_paths: dict[str, str], head_sha: str
-) -> str:
+def validation_section(results: Sequence[FileResult], head_sha: str) -> str:
     """The sticky comment's validation part: one friendly table per file, at most
     :data:`PER_RULE` rows of one rule and :data:`ROWS_PER_FILE` in all, then "… and N more"."""
     if not results:
@@ -168,7 +165,7 @@ def validation_section(
     )
     out = [head, "", f"Checked at {head_sha[:7]}."]
     for v in verdicts:
-        path = repo_paths.get(v.path, v.path)
+        path = v.path
         kind = (v.kind or "unknown").replace("_", " ")
         if not v.findings:
             out += ["", f"**{markup.code(path)}** ({kind}): valid."]
@@ -378,9 +375,3 @@ def sticky_body(sections: dict[str, str]) -> str:
             )
     parts.append("<sub>Updated in place by labbot. Commands: `/labbot help`.</sub>")
     return markup.truncate("\n\n".join(parts), MAX_SUMMARY)
-
-
-def with_section(existing: str | None, name: str, text: str) -> str:
-    sections = sections_of(existing or "")
-    sections[name] = text
-    return sticky_body(sections)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import WebhookError
-from bot.queue import JobSpec
+from bot.state.jobs import JobSpec
 
 VALIDATE_CHECK = "labbot/validate"
 PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}

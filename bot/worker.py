@@ -7,9 +7,9 @@ import threading
 import time
 
 from bot import handlers
-from bot.backend import Queue
 from bot.errors import GitHubError, RateLimited
-from bot.queue import Job, default_worker_id
+from bot.state import Queue
+from bot.state.jobs import Job, default_worker_id
 
 log = logging.getLogger("labbot.worker")
 

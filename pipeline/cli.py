@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from pipeline import discover, report
+from pipeline import __version__
 from pipeline.config import RepoConfig, find_config, load_config
 from pipeline.errors import ConfigError, PipelineError, UsageError
-from pipeline.findings import FileResult
-from pipeline.validate import PROFILES, validate_path
+from pipeline.taxonomy import discover, report
+from pipeline.taxonomy.findings import FileResult
+from pipeline.taxonomy.validate import PROFILES, validate_path
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -119,7 +120,7 @@ def run_check(args: argparse.Namespace) -> int:
         validate_path(p, profile, config, check_attribution=not args.no_attribution) for p in files
     ]
     if args.fetch_documents:
-        from pipeline.documents import check_documents
+        from pipeline.taxonomy.documents import check_documents
 
         cache = Path(os.environ.get("LABBOT_CACHE_DIR", Path.home() / ".cache" / "labbot"))
         check_documents(results, config, cache / "documents")
@@ -248,12 +249,12 @@ def _select(args: argparse.Namespace, config: RepoConfig, root: Path) -> list[st
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from pipeline.documents import read_documents
     from pipeline.embedded import default_cache_dir
     from pipeline.errors import DocumentError
-    from pipeline.generate import GenerateConfig, generate_leaves, write_outputs
-    from pipeline.leaves import KNOWLEDGE, load_leaves
-    from pipeline.teacher import TeacherError, make_teacher
+    from pipeline.sdg.generate import GenerateConfig, generate_leaves, write_outputs
+    from pipeline.sdg.teacher import TeacherError, make_teacher
+    from pipeline.taxonomy.documents import read_documents
+    from pipeline.taxonomy.leaves import KNOWLEDGE, load_leaves
 
     config = _config(args, Path.cwd())
     root = _taxonomy_root(config)
@@ -363,7 +364,7 @@ def add_build_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--config",
         metavar="FILE",
         help="build config YAML (see "
-        "pipeline/configs/default.yaml); default: the embedded defaults",
+        "pipeline/training/configs/default.yaml); default: the embedded defaults",
     )
     p.add_argument(
         "--out",
@@ -393,11 +394,11 @@ def _teacher_api_key() -> str | None:
 def run_build(args: argparse.Namespace) -> int:
     import json as json_mod
 
-    from pipeline import buildconfig
-    from pipeline.build import Build, BuildError
     from pipeline.embedded import default_cache_dir
     from pipeline.redact import redact_config
-    from pipeline.teacher import TeacherError
+    from pipeline.sdg.teacher import TeacherError
+    from pipeline.training import config as buildconfig
+    from pipeline.training.build import Build, BuildError
 
     repo_config = _config(argparse.Namespace(config=None), Path.cwd())
     cfg = buildconfig.load(Path(args.config)) if args.config else buildconfig.resolve({})
@@ -451,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="labbot",
         description="labbot: validate, preview and build LAB-method taxonomies.",
     )
-    parser.add_argument("--version", action="version", version="labbot 0.1.0")
+    parser.add_argument("--version", action="version", version=f"labbot {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_check_parser(sub)
     add_generate_parser(sub)

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.findings import Finding, Severity
-from pipeline.schemas import validate
-from pipeline.yamlsource import compose, construct, decode
+from pipeline.taxonomy.findings import Finding, Severity
+from pipeline.taxonomy.schemas import validate
+from pipeline.taxonomy.yamlsource import compose, construct, decode
 
 CONFIG_PATH = ".github/labbot.yml"
 DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024

@@ -6,7 +6,7 @@ PipelineError
  └── DocumentError      a knowledge document could not be retrieved
 
 Validation never raises for bad *input files*: every problem with a ``qna.yaml`` is a
-:class:`pipeline.findings.Finding`. Exceptions are for problems with the run itself.
+:class:`pipeline.taxonomy.findings.Finding`. Exceptions are for problems with the run itself.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.findings import Finding
+    from pipeline.taxonomy.findings import Finding
 
 
 class PipelineError(Exception):

@@ -1,0 +1,168 @@
+"""Validating a pull request: every changed taxonomy file, each in an isolated validator under
+one time limit, reported as a check run, the summary comment and labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+
+from bot import render
+from bot.github import Unreadable
+from bot.handlers.access import auto_preview, preview_wait
+from bot.handlers.common import Context, check_superseded, in_taxonomy, load_config
+from bot.handlers.sticky import upsert_sticky
+from bot.isolation import (
+    STOPPED_RULE,
+    UNREADABLE_RULE,
+    ValidatorFailed,
+    failed,
+)
+from bot.state.jobs import Job, JobSpec
+from bot.webhook import VALIDATE_CHECK
+from pipeline.config import RepoConfig
+from pipeline.errors import ConfigError
+from pipeline.taxonomy.findings import FileResult
+from pipeline.taxonomy.validate import (
+    ATTRIBUTION,
+    PROFILES,
+    Profile,
+    _Missing,
+    kind_from_path,
+    validate_bytes,
+)
+
+log = logging.getLogger("labbot.handlers")
+
+LABELS = {
+    "knowledge": "labbot/knowledge",
+    "compositional_skills": "labbot/skill",
+    "foundational_skills": "labbot/skill",
+}
+
+
+def validate_pull(job: Job, ctx: Context, head_sha: str | None = None) -> str:
+    spec = job.spec
+    inst, repo, number = spec.installation_id, spec.repo, int(spec.pr or 0)
+    sha = head_sha or spec.head_sha
+    client = ctx.client
+    run_id = check_run(ctx, inst, repo, sha)
+    try:
+        config = load_config(ctx, inst, repo)
+    except ConfigError as exc:
+        out = render.config_error_output(str(exc))
+        client.complete_check_run(
+            inst,
+            repo,
+            run_id,
+            conclusion=out.conclusion,
+            title=out.title,
+            summary=out.summary,
+            annotations=[],
+        )
+        upsert_sticky(ctx, inst, repo, number, "validate", "### ❌ " + out.summary)
+        return "config-error"
+
+    files = [
+        f
+        for f in client.pull_files(inst, repo, number)
+        if f.get("status") != "removed" and in_taxonomy(str(f.get("filename", "")), config)
+    ]
+    results: list[FileResult] = []
+    profile = PROFILES[config.profile]
+    # One time limit for the whole pull request: a file that hangs the validator, or many
+    # slow ones, cannot hold a worker longer than this.
+    deadline = time.monotonic() + ctx.validate_seconds
+    for f in files:
+        path = str(f["filename"])
+        kind = kind_from_path(path)
+        found = client.read_file(inst, repo, path, sha, max_bytes=config.max_file_bytes)
+        if isinstance(found, Unreadable):
+            results.append(failed(path, kind, UNREADABLE_RULE, found.reason, found.hint))
+            continue
+        attribution = client.file_at(
+            inst, repo, posixpath.join(posixpath.dirname(path), ATTRIBUTION), sha
+        )
+        results.append(
+            validate_file(ctx, found, path, kind, profile, config, attribution, deadline)
+        )
+    check_superseded(job, ctx)
+
+    out = render.check_output(results)
+    client.complete_check_run(
+        inst,
+        repo,
+        run_id,
+        conclusion=out.conclusion,
+        title=out.title,
+        summary=out.summary,
+        annotations=out.annotations,
+    )
+    if results:
+        upsert_sticky(ctx, inst, repo, number, "validate", render.validation_section(results, sha))
+        labels = sorted({LABELS[k] for r in results if (k := r.kind) in LABELS})
+        client.add_labels(inst, repo, number, labels)
+        if out.conclusion == "success" and auto_preview(ctx, inst, repo, number, config):
+            refused = preview_wait(ctx, inst, repo, number)
+            if refused is None:
+                ctx.queue.enqueue(JobSpec("preview", repo, number, sha, inst, {"reason": "auto"}))
+            else:
+                upsert_sticky(
+                    ctx, inst, repo, number, "preview", render.preview_unavailable(refused)
+                )
+    return out.conclusion
+
+
+def validate_file(
+    ctx: Context,
+    raw: bytes,
+    path: str,
+    kind: str | None,
+    profile: Profile,
+    config: RepoConfig,
+    attribution: bytes | None | _Missing,
+    deadline: float,
+) -> FileResult:
+    """One file's verdict from the isolated validator; a verdict of failure, with the reason,
+    when the validator gives none (it crashed, hung, ran out of memory or time)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        reason = (
+            f"the time limit of {ctx.validate_seconds:g} s for this pull request ran out "
+            "before this file"
+        )
+    else:
+        if ctx.validator is None:
+            return validate_bytes(raw, path, profile, config, attribution)
+        try:
+            return ctx.validator.validate(raw, path, profile, config, attribution, seconds=left)
+        except ValidatorFailed as exc:
+            log.warning("validation of %r gave no verdict: %s", path, exc.reason)
+            reason = exc.reason
+            if exc.timed_out:
+                reason = (
+                    f"timed out after {ctx.validate_seconds:g} s (the limit for one pull request)"
+                )
+    return failed(
+        path,
+        kind,
+        STOPPED_RULE,
+        f"could not be validated: {reason}",
+        "This is a limit or a fault of labbot, and may not be your file's; split very large "
+        "files, or ask a maintainer to look at the App's log. Push again to retry.",
+    )
+
+
+def check_run(ctx: Context, inst: int | None, repo: str, sha: str) -> int:
+    """Our check run on ``sha``: the existing one (a retried job) or a new one."""
+    for existing in ctx.client.check_runs_for(inst, repo, sha, VALIDATE_CHECK):
+        app = existing.get("app") or {}
+        if existing.get("name") == VALIDATE_CHECK and (
+            not app or f"{app.get('slug')}[bot]" == ctx.client.bot_login()
+        ):
+            run_id = int(existing["id"])
+            if existing.get("status") == "completed":
+                ctx.client.reopen_check_run(inst, repo, run_id)
+            return run_id
+    return ctx.client.create_check_run(inst, repo, sha, VALIDATE_CHECK)
