@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import load_config  # noqa: E402
 from pipeline.sdg.generate import GenerateConfig, generate_leaves  # noqa: E402
 from pipeline.sdg.teacher import OpenAITeacher  # noqa: E402
-from pipeline.taxonomy.documents import read_documents  # noqa: E402
-from pipeline.taxonomy.leaves import KNOWLEDGE, load_leaves  # noqa: E402
+from pipeline.taxonomy.documents import leaf_documents  # noqa: E402
+from pipeline.taxonomy.leaves import load_leaves  # noqa: E402
 from tests.support.scripted_teacher import scripted  # noqa: E402
 from tests.support.teacher_server import ScriptedTeacherServer  # noqa: E402
 
@@ -39,21 +39,7 @@ def main() -> int:
     leaves, _ = load_leaves(ROOT / "taxonomy", config)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
-        work = []
-        for leaf in leaves:
-            docs = []
-            if leaf.kind == KNOWLEDGE and leaf.document is not None:
-                docs = [
-                    t
-                    for _, t in read_documents(
-                        leaf.document.repo,
-                        leaf.document.commit,
-                        leaf.document.patterns,
-                        config,
-                        cache / "docs",
-                    )
-                ]
-            work.append((leaf, docs))
+        work = [(leaf, leaf_documents(leaf, config, cache / "docs")) for leaf in leaves]
         for c in args.concurrency:
             with (
                 ScriptedTeacherServer(scripted, latency=args.latency, concurrency=c) as server,

@@ -28,14 +28,15 @@ from starlette.types import Receive, Scope, Send
 from bot import handlers
 from bot.errors import WebhookError
 from bot.github import GitHubClient
+from bot.handlers.recovery import recovery_job
 from bot.intake import DeliveryWriter
 from bot.isolation import IsolatedValidator
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.state import Queue, open_backend
-from bot.state.jobs import DeliveryRecord, JobSpec
+from bot.state.jobs import DeliveryRecord
 from bot.state.limits import PreviewLimits
-from bot.webhook import event_label, jobs_for, parse
+from bot.webhook import event_label, parse
 from bot.worker import Workers
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def create_app(
 
     def schedule_recovery() -> None:
         while True:
-            queue.enqueue(JobSpec("recover", "", None, str(int(time.time())), None, {}))
+            queue.enqueue(recovery_job(time.time()))
             purge_expired(queue, settings.retention_days)
             if stop_recovery.wait(settings.recovery_interval_seconds):
                 return
@@ -193,7 +194,7 @@ def create_app(
             return exc.status, {"error": str(exc)}
         event = event_label(delivery.event)
         try:
-            jobs = jobs_for(delivery)
+            jobs = handlers.jobs_for(delivery)
         except WebhookError as exc:
             return await refuse(delivery.id, delivery.event, delivery.action, event, str(exc))
         except Exception as exc:  # a shape jobs_for did not foresee: still the sender's doing

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.cli import build_parser, run
+from pipeline.errors import ExitCode
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -20,9 +21,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = from_env()
-    except SettingsError as exc:
+    except SettingsError as exc:  # one line per problem, under "labbot cannot start:"
         sys.stderr.write(f"{exc}\n")
-        return 2
+        return exc.exit_code
     import uvicorn
 
     from bot.app import create_app
@@ -36,7 +37,7 @@ def run_serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="info", access_log=False, loop="asyncio"
     )
-    return 0
+    return ExitCode.OK
 
 
 def parser() -> argparse.ArgumentParser:

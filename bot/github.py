@@ -11,7 +11,6 @@ rate-limit resets honoured, no retry of 4xx validation errors, paced writes, and
 from __future__ import annotations
 
 import base64
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from github import Auth, Github, GithubException
 
 from bot.errors import GitHubError, NotFound, RateLimited, Unprocessable
 from bot.metrics import Metrics
+from pipeline.retry import full_jitter
 
 ANNOTATIONS_PER_REQUEST = 50
 #: Longest wait for a rate limit inside one job; longer ones fail the job for a later retry.
@@ -173,8 +173,7 @@ class GitHubClient:
             if error.retry_after > MAX_INLINE_WAIT:
                 raise error
             return error.retry_after
-        backoff: float = min(8.0, 0.5 * 2.0 ** (attempt - 1))
-        return backoff * (0.5 + random.random() / 2)
+        return full_jitter(attempt, base=0.5, cap=8.0)
 
     def _note_rate(self, headers: dict[str, Any]) -> None:
         remaining = {k.lower(): v for k, v in headers.items()}.get("x-ratelimit-remaining")
@@ -276,6 +275,28 @@ class GitHubClient:
             return base64.b64decode(data["content"])
         _, blob = self.request(inst, "GET", f"{repo_path(repo)}/git/blobs/{seg(data['sha'])}")
         return base64.b64decode(blob["content"])
+
+    def commit_tree(self, inst: int | None, repo: str, ref: str) -> tuple[str, str]:
+        """The commit SHA ``ref`` names and the SHA of its root tree."""
+        _, data = self.request(inst, "GET", f"{repo_path(repo)}/commits/{seg(ref)}")
+        return str(data["sha"]), str(data["commit"]["tree"]["sha"])
+
+    def git_tree(
+        self, inst: int | None, repo: str, tree_sha: str
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Every entry below a tree (one recursive Git Trees call), and whether GitHub
+        truncated the listing (beyond 100,000 entries or 7 MB)."""
+        _, data = self.request(
+            inst, "GET", f"{repo_path(repo)}/git/trees/{seg(tree_sha)}", params={"recursive": "1"}
+        )
+        return [e for e in data.get("tree") or [] if isinstance(e, dict)], bool(
+            data.get("truncated")
+        )
+
+    def blob(self, inst: int | None, repo: str, sha: str) -> bytes:
+        """A blob's bytes by its SHA."""
+        _, data = self.request(inst, "GET", f"{repo_path(repo)}/git/blobs/{seg(sha)}")
+        return base64.b64decode(data["content"])
 
     def create_check_run(self, inst: int | None, repo: str, sha: str, name: str) -> int:
         _, data = self.request(

@@ -7,15 +7,19 @@ only its own part.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from bot import markup
 from bot.isolation import UNCHECKED_RULES
 from pipeline.taxonomy.findings import FileResult, Finding, Severity
+from pipeline.taxonomy.overlap import OverlapFinding
+from pipeline.taxonomy.validate import KINDS
 
 STICKY_MARKER = "<!-- labbot:sticky -->"
 MAX_SUMMARY = 65_000  # GitHub's limit is 65,535 characters
@@ -151,9 +155,74 @@ def config_error_output(message: str) -> CheckOutput:
     )
 
 
-def validation_section(results: Sequence[FileResult], head_sha: str) -> str:
+@dataclass(frozen=True, slots=True)
+class OverlapLinks:
+    """Where overlap findings link to: ``repo`` at the default branch's commit ``sha`` (empty:
+    no links) or, for leaves the pull request changes, at its head; and a ``note`` about the
+    check itself (incomplete, skipped), shown under the tables."""
+
+    repo: str
+    sha: str
+    note: str = ""
+    #: The pull request's head commit and the leaves it changes: a finding about one of those
+    #: links there, since the default branch does not have them (yet).
+    head_sha: str = ""
+    changed: frozenset[str] = frozenset()
+
+    def commit_of(self, path: str) -> str:
+        """The commit to link ``path`` at ("" for no link)."""
+        if path in self.changed:
+            return self.head_sha
+        return self.sha
+
+
+def leaf_name(path: str) -> str:
+    """A leaf's short name: its folders from the kind folder on, middle folders elided.
+
+    >>> leaf_name("taxonomy/compositional_skills/writing/freeform/jokes/slang/qna.yaml")
+    'compositional_skills/.../slang'
+    >>> leaf_name("knowledge/history/qna.yaml")
+    'knowledge/history'
+    """
+    folders = posixpath.dirname(path).split("/")
+    kinds = [i for i, f in enumerate(folders) if f in KINDS]
+    if kinds:
+        folders = folders[kinds[-1] :]
+    return "/".join(folders) if len(folders) <= 2 else f"{folders[0]}/.../{folders[-1]}"
+
+
+def blob_url(repo: str, sha: str, path: str, line: int) -> str:
+    """``https://github.com/<repo>/blob/<sha>/<path>#L<line>``, each path segment encoded."""
+    segments = "/".join(quote(part, safe="") for part in path.split("/"))
+    owner, _, name = repo.partition("/")
+    return (
+        f"https://github.com/{quote(owner, safe='')}/{quote(name, safe='')}/blob/"
+        f"{quote(sha, safe='')}/{segments}#L{int(line)}"
+    )
+
+
+def _overlap_cell(f: OverlapFinding, links: OverlapLinks) -> str:
+    """An overlap finding's row text, naming (and, at the default branch's commit, linking)
+    the leaf it repeats; paths are a contributor's text."""
+    pct = f"{round(100 * f.similarity)}%"
+    if f.rule == "overlap.within":
+        return markup.cell(f.message)
+    commit = links.commit_of(f.other_file)
+    url = blob_url(links.repo, commit, f.other_file, f.other_line) if commit else None
+    name = leaf_name(f.other_file)
+    if f.rule == "overlap.leaf":
+        return f"looks like {markup.inline_link(name, url)} ({pct} of its seeds)"
+    where = markup.inline_link(f"{name}, line {f.other_line}", url)
+    noun = "context" if (f.path or "").endswith(".context") else "seed"
+    return f"this {noun} repeats one in {where} ({pct} similar)"
+
+
+def validation_section(
+    results: Sequence[FileResult], head_sha: str, overlap: OverlapLinks | None = None
+) -> str:
     """The sticky comment's validation part: one friendly table per file, at most
-    :data:`PER_RULE` rows of one rule and :data:`ROWS_PER_FILE` in all, then "… and N more"."""
+    :data:`PER_RULE` rows of one rule and :data:`ROWS_PER_FILE` in all, then "… and N more".
+    Overlap findings link the leaf they repeat (``overlap``)."""
     if not results:
         return ""
     verdicts = results
@@ -180,13 +249,16 @@ def validation_section(results: Sequence[FileResult], head_sha: str) -> str:
         shown = _shown(v, PER_RULE, 0, ROWS_PER_FILE)
         for f in shown:
             icon = "❌" if f.severity is Severity.ERROR else "⚠️"
-            out.append(
-                f"| {f.line}:{f.column} | {icon} {markup.cell(f.message)} | {markup.cell(f.hint)} |"
-            )
+            message = markup.cell(f.message)
+            if isinstance(f, OverlapFinding) and overlap is not None:
+                message = _overlap_cell(f, overlap)
+            out.append(f"| {f.line}:{f.column} | {icon} {message} | {markup.cell(f.hint)} |")
         for rule, _, hidden in _hidden(v, shown):
             out.append(
                 f"| | … and {hidden:,} more {markup.cell_code(rule)} (see the check run) | |"
             )
+    if overlap is not None and overlap.note:
+        out += ["", markup.text(overlap.note)]
     return markup.truncate("\n".join(out), MAX_SECTION)
 
 

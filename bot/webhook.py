@@ -1,22 +1,19 @@
-"""Webhook deliveries, sans I/O: signature check, parsing, and the jobs each event implies."""
+"""Webhook deliveries, sans I/O: signature check, parsing, and typed reads of the payload.
+
+Which jobs an event implies is decided by the handler modules, each registering the events it
+acts on (:mod:`bot.handlers.router`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bot.errors import WebhookError
-from bot.state.jobs import JobSpec
-
-VALIDATE_CHECK = "labbot/validate"
-PR_ACTIONS = {"opened", "synchronize", "reopened", "ready_for_review"}
-COMMANDS = ("help", "check", "preview")
-_COMMAND = re.compile(r"^\s*/labbot(?:\s+([A-Za-z-]+))?\s*$", re.MULTILINE)
 
 
 def verify_signature(body: bytes, header: str | None, secret: str) -> None:
@@ -148,6 +145,13 @@ class Fields:
             raise self._fail(key, "a string")
         return value
 
+    def sha(self, key: str) -> str:
+        """A commit SHA: a non-empty string."""
+        value = self.string(key)
+        if not value:
+            raise self._fail(key, "a commit SHA")
+        return value
+
     def opt_string(self, key: str) -> str | None:
         return None if self.data.get(key) is None else self.string(key)
 
@@ -181,184 +185,3 @@ class Fields:
 
     def truthy(self, key: str) -> bool:
         return bool(self.data.get(key))
-
-
-def parse_command(body: str) -> str | None:
-    """The ``/labbot`` command in a comment: ``help``, ``check`` or ``preview``; ``help`` for an
-    unknown word or a bare ``/labbot``; ``None`` when the comment holds no command."""
-    match = _COMMAND.search(body or "")
-    if match is None:
-        return None
-    word = (match.group(1) or "help").lower()
-    return word if word in COMMANDS else "help"
-
-
-def _touches_taxonomy(commits: list[Fields]) -> bool:
-    """Whether a push changed a qna.yaml or attribution.txt (from the push payload's lists)."""
-    for commit in commits:
-        for key in ("added", "modified", "removed"):
-            for path in commit.strings(key):
-                if path.endswith(("qna.yaml", "qna.yml", "attribution.txt")):
-                    return True
-    return False
-
-
-def _validate_job(repo: str, pr: int, sha: str, inst: int | None, reason: str) -> JobSpec:
-    return JobSpec(
-        kind="validate",
-        repo=repo,
-        pr=pr,
-        head_sha=sha,
-        installation_id=inst,
-        payload={"reason": reason},
-    )
-
-
-HANDLED_EVENTS = frozenset(
-    {"pull_request", "push", "workflow_run", "workflow_job", "check_suite", "check_run"}
-    | {"issue_comment"}
-)
-_RUN_KEYS = (
-    "id",
-    "name",
-    "path",
-    "display_title",
-    "head_sha",
-    "status",
-    "conclusion",
-    "html_url",
-    "run_attempt",
-)
-_JOB_KEYS = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name", "head_sha")
-
-
-def jobs_for(delivery: Delivery) -> list[JobSpec]:
-    """The jobs a delivery implies (none for events labbot does not act on).
-
-    Raises:
-        WebhookError: 422 when a field labbot reads for this event is missing or of the wrong
-            type; the message names the field.
-    """
-    event, action, inst = delivery.event, delivery.action, delivery.installation_id
-    if event not in HANDLED_EVENTS:
-        return []
-    p = Fields(delivery.payload)
-    if p.opt_obj("installation") is not None:
-        p.obj("installation").integer("id")
-    repository = p.obj("repository")
-    repo = repository.string("full_name")
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise WebhookError(422, "repository.full_name must be owner/name")
-    default_branch = (
-        repository.opt_string("default_branch") or repository.opt_string("master_branch") or ""
-    )
-    if event == "pull_request":
-        pr = p.obj("pull_request")
-        number = pr.integer("number")
-        if action == "closed":
-            base = pr.obj("base").string("ref")
-            merge_sha = pr.opt_string("merge_commit_sha")
-            if pr.truthy("merged") and merge_sha and base == default_branch:
-                return [
-                    JobSpec("build-request", repo, number, merge_sha, inst, {"source": "merge"})
-                ]
-            return []
-        if action not in PR_ACTIONS:
-            return []
-        sha = pr.obj("head").string("sha")
-        if pr.opt_string("state") == "closed":
-            return []
-        return [_validate_job(repo, number, sha, inst, event)]
-    if event == "push":
-        after = p.opt_string("after") or ""
-        if (
-            p.opt_string("ref") != f"refs/heads/{default_branch}"
-            or p.truthy("deleted")
-            or not after.strip("0")
-            or not _touches_taxonomy(p.objs("commits"))
-        ):
-            return []
-        return [JobSpec("build-request", repo, None, after, inst, {"source": "push"})]
-    if event == "workflow_run":
-        if action not in ("requested", "in_progress", "completed"):
-            return []
-        run = p.obj("workflow_run")
-        run_id = run.integer("id")
-        attempt = run.opt_integer("run_attempt") or 1
-        return [
-            JobSpec(
-                f"build-status:{run_id}",
-                repo,
-                None,
-                f"{action}-{attempt}",
-                inst,
-                {"run": run.scalars(_RUN_KEYS)},
-            )
-        ]
-    if event == "workflow_job":
-        if action != "completed":
-            return []
-        job = p.obj("workflow_job")
-        job_id, run_id = job.integer("id"), job.integer("run_id")
-        if job.opt_string("conclusion") not in ("failure", "timed_out", "cancelled"):
-            return []
-        return [
-            JobSpec(
-                f"build-job:{run_id}",
-                repo,
-                None,
-                str(job_id),
-                inst,
-                {"job": job.scalars(_JOB_KEYS)},
-            )
-        ]
-    if event == "check_suite":
-        if action not in ("requested", "rerequested"):
-            return []
-        suite = p.obj("check_suite")
-        head = suite.string("head_sha")
-        jobs = []
-        for pr in suite.objs("pull_requests"):
-            number = pr.integer("number")
-            pr_head = pr.opt_obj("head")
-            if (pr_head.opt_string("sha") if pr_head else None) in (None, head):
-                jobs.append(_validate_job(repo, number, head, inst, "check_suite"))
-        return jobs
-    if event == "check_run":
-        if action != "rerequested":
-            return []
-        run = p.obj("check_run")
-        if run.opt_string("name") != VALIDATE_CHECK:
-            return []
-        head = run.string("head_sha")
-        return [
-            _validate_job(repo, pr.integer("number"), head, inst, "check_run")
-            for pr in run.objs("pull_requests")
-        ]
-    # issue_comment
-    if action != "created":
-        return []
-    issue = p.obj("issue")
-    comment = p.obj("comment")
-    user = comment.opt_obj("user")
-    if not issue.truthy("pull_request") or (user and user.opt_string("type") == "Bot"):
-        return []
-    command = parse_command(comment.opt_string("body") or "")
-    if command is None:
-        return []
-    comment_id = comment.integer("id")
-    return [
-        JobSpec(
-            # One kind per comment, so a second command never supersedes a first one.
-            kind=f"command:{comment_id}",
-            repo=repo,
-            pr=issue.integer("number"),
-            head_sha="",
-            installation_id=inst,
-            payload={
-                "command": command,
-                "comment_id": comment_id,
-                "user": (user.opt_string("login") if user else None) or "",
-            },
-        )
-    ]

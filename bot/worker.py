@@ -65,7 +65,7 @@ class Workers:
         hb = threading.Thread(target=heartbeat, name=f"labbot-heartbeat-{job.id}", daemon=True)
         hb.start()
         start = time.monotonic()
-        kind = job.spec.kind.split(":", 1)[0]
+        kind = job.spec.kind.value
         extra = {"job_id": job.id, "delivery_id": job.delivery_id, "repo": job.spec.repo}
         try:
             outcome = handlers.run(job, self.ctx)

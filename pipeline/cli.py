@@ -11,16 +11,21 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pipeline import __version__
+from pipeline.cli_errors import report as report_error
 from pipeline.config import RepoConfig, find_config, load_config
-from pipeline.errors import ConfigError, PipelineError, UsageError
+from pipeline.errors import ExitCode, LabbotError, UsageError
 from pipeline.taxonomy import discover, report
 from pipeline.taxonomy.findings import FileResult
 from pipeline.taxonomy.validate import PROFILES, validate_path
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from pipeline.training.config import BuildConfig
+
+# The exit statuses come from one table, pipeline.errors.ExitCode (also in the README).
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = ExitCode.OK, ExitCode.FINDINGS, ExitCode.USAGE
 
 
 def add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,6 +79,18 @@ def add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--no-attribution", action="store_true", help="do not look for attribution.txt files"
     )
+    p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="also report leaves that repeat other leaves of the tree (overlap.leaf, "
+        "overlap.seed, overlap.within; warnings unless the config's overlap.as_errors)",
+    )
+    p.add_argument(
+        "--tree",
+        metavar="DIR",
+        help="taxonomy tree to compare with for --overlap (default: the tree the checked "
+        "files are in)",
+    )
     p.set_defaults(func=run_check)
 
 
@@ -81,7 +98,7 @@ def _config(args: argparse.Namespace, start: Path) -> RepoConfig:
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise UsageError(f"--config {args.config}: no such file")
+            raise UsageError(f"{args.config}: no such file", setting="config")
         return load_config(path)
     found = find_config(start)
     return load_config(found) if found else RepoConfig()
@@ -124,9 +141,42 @@ def run_check(args: argparse.Namespace) -> int:
 
         cache = Path(os.environ.get("LABBOT_CACHE_DIR", Path.home() / ".cache" / "labbot"))
         check_documents(results, config, cache / "documents")
+    if args.overlap:
+        _check_overlap(args, results, files, config)
     colour = args.fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     sys.stdout.write(report.render(results, args.fmt, colour))
     return EXIT_OK if all(r.valid for r in results) else EXIT_INVALID
+
+
+def _check_overlap(
+    args: argparse.Namespace, results: list[FileResult], files: list[str], config: RepoConfig
+) -> None:
+    """Add overlap findings against the tree (``--tree``, else the config's taxonomy root,
+    else the tree the first checked file is in), from the cached index when there is one."""
+    from pipeline.taxonomy.overlap_tree import (
+        check_results,
+        load_tree_index,
+        settings_from,
+        taxonomy_root_of,
+    )
+
+    if args.tree:
+        root = Path(args.tree)
+        if not root.is_dir():
+            raise UsageError(f"--tree {args.tree}: no such folder")
+    elif config.taxonomy_root:
+        root = config.resolve(config.taxonomy_root)
+    else:
+        found = next((r for f in files if (r := taxonomy_root_of(f)) is not None), None)
+        root = found if found is not None else Path(_default_root(config))
+    cache = Path(os.environ.get("LABBOT_CACHE_DIR", Path.home() / ".cache" / "labbot"))
+    tree = load_tree_index(root, cache / "overlap")
+    added = check_results(results, tree, settings_from(config.overlap))
+    how = "from the cache" if tree.source == "cache" else "built"
+    sys.stderr.write(
+        f"overlap: index of {len(tree.index):,} leaves {how} ({tree.key[:12]}, "
+        f"{tree.updated} working-tree changes, {tree.seconds:.2f} s); {added} findings\n"
+    )
 
 
 def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,7 +191,9 @@ def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "paths",
         nargs="*",
         metavar="PATH",
-        help="qna.yaml files or folders (default: the whole taxonomy)",
+        help="qna.yaml files or folders (default: the whole taxonomy), and KEY=VALUE "
+        "overrides of the generation defaults, e.g. generate.max_tokens=512 (keys: teacher*, "
+        "seed, generate.* in pipeline/training/configs/default.yaml)",
     )
     p.add_argument(
         "--changed",
@@ -152,12 +204,14 @@ def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--base", metavar="REF")
     p.add_argument(
         "--teacher",
-        default="embedded",
+        default=None,
         metavar="URL|embedded",
         help="an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1) or "
         "'embedded' (SmolLM2-135M-Instruct in-process; default)",
     )
-    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (HTTP)")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="requests in flight (HTTP; default 4)"
+    )
     p.add_argument(
         "--context-window",
         type=int,
@@ -167,9 +221,9 @@ def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument(
         "--samples",
         type=int,
-        default=12,
+        default=None,
         metavar="N",
-        help="candidate samples per leaf before filtering (default 12)",
+        help="candidate samples per leaf before filtering (default: generate.samples, 8)",
     )
     p.add_argument("--no-critic", action="store_true", help="skip the teacher's YES/NO critic")
     p.add_argument("--out", default="generated", metavar="DIR", help="output folder")
@@ -251,11 +305,13 @@ def _select(args: argparse.Namespace, config: RepoConfig, root: Path) -> list[st
 def run_generate(args: argparse.Namespace) -> int:
     from pipeline.embedded import default_cache_dir
     from pipeline.errors import DocumentError
-    from pipeline.sdg.generate import GenerateConfig, generate_leaves, write_outputs
-    from pipeline.sdg.teacher import TeacherError, make_teacher
-    from pipeline.taxonomy.documents import read_documents
-    from pipeline.taxonomy.leaves import KNOWLEDGE, load_leaves
+    from pipeline.sdg.generate import generate_leaves, write_outputs
+    from pipeline.sdg.teacher import make_teacher
+    from pipeline.taxonomy.documents import leaf_documents
+    from pipeline.taxonomy.leaves import load_leaves
 
+    args.paths, overrides = _split_overrides(args.paths)
+    settings = _generate_settings(args, overrides)
     config = _config(args, Path.cwd())
     root = _taxonomy_root(config)
     selection = _select(args, config, root)
@@ -268,50 +324,34 @@ def run_generate(args: argparse.Namespace) -> int:
         sys.stderr.write(report.render_text(invalid))
         sys.stderr.write("labbot: fix the files above before generating\n")
         return EXIT_INVALID
-    if args.samples < 1:
-        raise UsageError("--samples must be at least 1")
+    if settings.generate.samples < 1:
+        raise UsageError("the samples per leaf must be at least 1", setting="samples")
     cache = default_cache_dir()
-    cfg = GenerateConfig(samples=args.samples, critic=not args.no_critic)
-    try:
-        teacher = make_teacher(
-            args.teacher,
-            cache_dir=cache,
-            concurrency=args.concurrency,
-            context_window=args.context_window,
-            api_key=_teacher_api_key(),
-        )
-    except TeacherError as exc:
-        sys.stderr.write(f"labbot: {exc}\n")
-        return EXIT_INVALID
+    cfg = settings.generate_config()
+    teacher = make_teacher(
+        settings.teacher,
+        cache_dir=cache,
+        concurrency=settings.teacher_concurrency,
+        context_window=settings.teacher_context_window,
+        api_key=_teacher_api_key(),
+    )
     status = _Status(len(leaves), sys.stderr)
     started = time.monotonic()
     work: list[tuple[Any, list[str]]] = []
     for leaf in leaves:
-        docs: list[str] = []
-        if leaf.kind == KNOWLEDGE and leaf.document is not None:
-            try:
-                docs = [
-                    text
-                    for _, text in read_documents(
-                        leaf.document.repo,
-                        leaf.document.commit,
-                        leaf.document.patterns,
-                        config,
-                        cache / "documents",
-                    )
-                ]
-            except DocumentError as exc:
-                sys.stderr.write(f"labbot: {leaf.path}: cannot read its document: {exc}\n")
-                return EXIT_INVALID
+        try:
+            docs = leaf_documents(leaf, config, cache / "documents")
+        except DocumentError as exc:
+            teacher.close()
+            return report_error(exc, sys.stderr, f"{leaf.path}: cannot read its documents: ")
         work.append((leaf, docs))
     try:
         done = generate_leaves(
             work, teacher, cfg, cache_dir=cache, use_cache=not args.no_cache, progress=status
         )
-    except TeacherError as exc:
+    except LabbotError:
         status.finish()
-        sys.stderr.write(f"labbot: {exc}\n")
-        return EXIT_INVALID
+        raise
     finally:
         teacher.close()
     status.finish()
@@ -352,6 +392,42 @@ def _generate_table(summary: dict[str, Any], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_overrides(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Paths, and ``KEY=VALUE`` overrides (a word naming an existing file stays a path)."""
+    from pipeline.training.config import is_override
+
+    paths: list[str] = []
+    overrides: list[str] = []
+    for word in words:
+        (overrides if is_override(word) and not os.path.exists(word) else paths).append(word)
+    return paths, overrides
+
+
+def _generate_settings(args: argparse.Namespace, overrides: Sequence[str]) -> BuildConfig:
+    """The defaults, then the ``KEY=VALUE`` overrides, then the flags given."""
+    from dataclasses import replace
+
+    from pipeline.training.config import GENERATE_KEYS, resolve
+
+    cfg = resolve(overrides=overrides, only=GENERATE_KEYS)
+    gen = cfg.generate
+    return replace(
+        cfg,
+        teacher=cfg.teacher if args.teacher is None else args.teacher,
+        teacher_concurrency=(
+            cfg.teacher_concurrency if args.concurrency is None else args.concurrency
+        ),
+        teacher_context_window=(
+            cfg.teacher_context_window if args.context_window is None else args.context_window
+        ),
+        generate=replace(
+            gen,
+            samples=gen.samples if args.samples is None else args.samples,
+            critic=False if args.no_critic else gen.critic,
+        ),
+    )
+
+
 def add_build_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "build",
@@ -382,6 +458,13 @@ def add_build_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="DIR",
         help="taxonomy root (default: from .github/labbot.yml, else taxonomy/)",
     )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="change one setting after --config, e.g. generate.max_tokens=512 phase1.epochs=2 "
+        "(keys as in pipeline/training/configs/default.yaml; values read as YAML scalars)",
+    )
     p.set_defaults(func=run_build)
 
 
@@ -396,21 +479,20 @@ def run_build(args: argparse.Namespace) -> int:
 
     from pipeline.embedded import default_cache_dir
     from pipeline.redact import redact_config
-    from pipeline.sdg.teacher import TeacherError
     from pipeline.training import config as buildconfig
-    from pipeline.training.build import Build, BuildError
+    from pipeline.training.build import Build
 
     repo_config = _config(argparse.Namespace(config=None), Path.cwd())
-    cfg = buildconfig.load(Path(args.config)) if args.config else buildconfig.resolve({})
+    cfg = buildconfig.load(Path(args.config) if args.config else None, args.overrides)
     root = Path(args.taxonomy) if args.taxonomy else _taxonomy_root(repo_config)
     if args.out:
         run_dir = Path(args.out)
     elif args.resume:
-        raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+        raise UsageError("resuming needs the run directory to continue", setting="resume")
     else:
         run_dir = Path("runs") / time.strftime("build-%Y%m%dT%H%M%SZ", time.gmtime())
     sys.stdout.write(f"labbot build: taxonomy {root}, run directory {run_dir}\n")
-    shown = redact_config(cfg)
+    shown = redact_config(cfg.as_dict())
     sys.stdout.write("resolved configuration:\n" + json_mod.dumps(shown, indent=2) + "\n")
     sys.stdout.flush()
 
@@ -430,14 +512,8 @@ def run_build(args: argparse.Namespace) -> int:
     )
     try:
         manifest = build.run_all()
-    except BuildError as exc:
-        if exc.results:
-            sys.stderr.write(report.render_text(exc.results))
-        sys.stderr.write(f"labbot: build stopped: {exc}\n")
-        return EXIT_INVALID
-    except TeacherError as exc:
-        sys.stderr.write(f"labbot: build stopped in generation: {exc}\n")
-        return EXIT_INVALID
+    except LabbotError as exc:
+        return report_error(exc, sys.stderr, "build stopped: ")
     metrics = manifest["metrics"]
     sys.stdout.write(
         f"\nbuilt {run_dir / 'model'} in {manifest['seconds']:.0f} s: {metrics['improved']} of "
@@ -461,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command; map pipeline errors to exit status 2."""
+    """Parse ``argv`` and run the chosen command; an error is told by
+    :mod:`pipeline.cli_errors` and exits with its status from :class:`ExitCode`."""
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
@@ -469,15 +546,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     try:
         code: int = args.func(args)
         return code
-    except ConfigError as exc:
-        sys.stderr.write(f"labbot: {exc}\n")
-        return EXIT_USAGE
-    except PipelineError as exc:
-        sys.stderr.write(f"labbot: {exc}\n")
-        return EXIT_USAGE
+    except LabbotError as exc:
+        return report_error(exc, sys.stderr)
     except KeyboardInterrupt:
         sys.stderr.write("labbot: interrupted\n")
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

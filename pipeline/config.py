@@ -1,15 +1,20 @@
-"""The repository configuration file, ``.github/labbot.yml``: loading and defaults."""
+"""The repository configuration file, ``.github/labbot.yml``: typed sections and their defaults.
+
+``schemas/labbot-config.json`` says what each key may be (a bad file gets located findings);
+the dataclasses below hold the defaults and give the App and the CLI typed settings.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.taxonomy.findings import Finding, Severity
 from pipeline.taxonomy.schemas import validate
-from pipeline.taxonomy.yamlsource import compose, construct, decode
+from pipeline.taxonomy.yamlsource import load
 
 CONFIG_PATH = ".github/labbot.yml"
 DEFAULT_MAX_FILE_BYTES = 2 * 1024 * 1024
@@ -38,6 +43,57 @@ class ContentLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlapRules:
+    """The ``overlap:`` section: whether the App runs the overlap check, its severity and its
+    thresholds (see :class:`pipeline.taxonomy.overlap.OverlapSettings` for what they mean)."""
+
+    enabled: bool = True
+    as_errors: bool = False
+    leaf_threshold: float = 0.5
+    leaf_seed_threshold: float = 0.4
+    seed_threshold: float = 0.6
+    within_threshold: float = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """Who may run ``/labbot`` commands besides users with write access."""
+
+    allowed_users: tuple[str, ...] = ()
+
+    def allows(self, user: str) -> bool:
+        """Whether ``user`` is on the allowlist (GitHub logins ignore case)."""
+        return any(u.lower() == user.lower() for u in self.allowed_users)
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewSettings:
+    """Sample previews on pull requests. The generation settings other than ``samples`` are the
+    build's defaults (pipeline/training/configs/default.yaml), so that a build reuses them."""
+
+    enabled: bool = True
+    everyone: bool = False
+    samples: int = 6
+    #: ``None``: the App's own limit (``LABBOT_PREVIEW_SECONDS``).
+    time_limit_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSettings:
+    """How a build is started after a merge."""
+
+    enabled: bool = True
+    workflow: str = "build-model.yml"
+    dispatch: str = "workflow_dispatch"
+    event_type: str = "labbot-build"
+
+    @property
+    def workflow_file(self) -> str:
+        """The workflow's file name (a path in the setting is reduced to its last part)."""
+        return self.workflow.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
 class RepoConfig:
     """Settings of one taxonomy repository. Every field has a default."""
 
@@ -47,7 +103,10 @@ class RepoConfig:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     documents: DocumentRules = field(default_factory=DocumentRules)
     content: ContentLimits = field(default_factory=ContentLimits)
-    raw: dict[str, Any] = field(default_factory=dict)
+    commands: CommandSettings = field(default_factory=CommandSettings)
+    preview: PreviewSettings = field(default_factory=PreviewSettings)
+    build: BuildSettings = field(default_factory=BuildSettings)
+    overlap: OverlapRules = field(default_factory=OverlapRules)
     #: Folder the config's relative paths are relative to (the repository root), if known.
     base_dir: Path | None = None
 
@@ -63,54 +122,80 @@ def parse_config(raw: bytes, path: str = CONFIG_PATH, base_dir: Path | None = No
     Raises:
         ConfigError: with every located problem, when the file is not a valid config.
     """
-    text, findings = decode(raw)
-    if text is None:
-        raise ConfigError(path, findings)
-    root, findings = compose(text)
+    loaded = load(raw)
+    if loaded.errors:
+        raise ConfigError(path, loaded.errors)
+    data, root = loaded.data, loaded.root
     if root is None:
-        if findings:
-            raise ConfigError(path, findings)
         return RepoConfig(base_dir=base_dir)  # an empty file means all defaults
-    data, more = construct(root)
-    problems = [f for f in findings + more if f.severity is Severity.ERROR]
-    if data is None or problems:
-        raise ConfigError(path, problems or more)
     if not isinstance(data, dict):
         raise ConfigError(
             path,
             [Finding("config.type", Severity.ERROR, 1, 1, "the config must be a mapping of keys")],
         )
-    problems = validate(data, "labbot-config.json", root)
+    problems = [_with_hint(f) for f in validate(data, "labbot-config.json", root)]
     if problems:
         raise ConfigError(path, problems)
     return from_dict(data, base_dir)
 
 
-def from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RepoConfig:
-    """Build a config from already-validated data."""
-    docs = data.get("documents", {})
-    content = data.get("content", {})
-    return RepoConfig(
-        taxonomy_root=data.get("taxonomy_root"),
-        profile=data.get("profile", "pr"),
-        require_attribution=data.get("require_attribution", True),
-        max_file_bytes=data.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES),
-        documents=DocumentRules(
-            allowed_hosts=tuple(docs.get("allowed_hosts", ("github.com",))),
-            allow_file_repos=docs.get("allow_file_repos", False),
-            mirrors=dict(docs.get("mirrors", {})),
-            clone_timeout_seconds=float(docs.get("clone_timeout_seconds", 120.0)),
-            max_repo_bytes=docs.get("max_repo_bytes", 512 * 1024 * 1024),
-            deadline_seconds=float(docs.get("deadline_seconds", 120.0)),
-        ),
-        content=ContentLimits(
-            max_context_words=content.get("max_context_words", 500),
-            max_qa_words=content.get("max_qa_words", 250),
-            max_skill_words=content.get("max_skill_words", 2300),
-        ),
-        raw=data,
-        base_dir=base_dir,
-    )
+def _with_hint(finding: Finding) -> Finding:
+    """An unexpected key's finding with the allowed keys in its message (the App's comment and
+    the CLI show messages)."""
+    if finding.rule != "schema.unexpected-key" or not finding.hint:
+        return finding
+    return replace(finding, message=f"{finding.message}. {finding.hint}")
+
+
+def _value(kind: Any, value: Any) -> Any:
+    """A schema-checked YAML value as the field's type holds it."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return dict(value)
+    if kind in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _typed(cls: type[Any], data: Mapping[str, Any]) -> Any:
+    """``cls`` from the keys of ``data`` it has; the others keep their defaults."""
+    return cls(**{f.name: _value(f.type, data[f.name]) for f in fields(cls) if f.name in data})
+
+
+def _overlap(data: Mapping[str, Any]) -> OverlapRules:
+    """``overlap.thresholds.leaf`` is ``OverlapRules.leaf_threshold``, and so on."""
+    flat = {k: v for k, v in data.items() if k != "thresholds"}
+    thresholds = data.get("thresholds")
+    if isinstance(thresholds, Mapping):
+        flat.update({f"{k}_threshold": v for k, v in thresholds.items()})
+    rules: OverlapRules = _typed(OverlapRules, flat)
+    return rules
+
+
+#: The config's sections (mappings in the file) and how each becomes its type. A new section is
+#: a property in schemas/labbot-config.json, a frozen dataclass with defaults, a field of
+#: :class:`RepoConfig` and an entry here.
+SECTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "documents": lambda data: _typed(DocumentRules, data),
+    "content": lambda data: _typed(ContentLimits, data),
+    "commands": lambda data: _typed(CommandSettings, data),
+    "preview": lambda data: _typed(PreviewSettings, data),
+    "build": lambda data: _typed(BuildSettings, data),
+    "overlap": _overlap,
+}
+
+
+def from_dict(data: Mapping[str, Any], base_dir: Path | None = None) -> RepoConfig:
+    """Build a config from data the schema has already accepted."""
+    top = {k: v for k, v in data.items() if k not in SECTIONS}
+    sections = {
+        name: build(section)
+        for name, build in SECTIONS.items()
+        if isinstance(section := data.get(name), Mapping)
+    }
+    config: RepoConfig = _typed(RepoConfig, {**top, **sections})
+    return replace(config, base_dir=base_dir) if base_dir is not None else config
 
 
 def load_config(path: Path) -> RepoConfig:

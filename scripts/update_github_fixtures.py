@@ -61,6 +61,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", "/repos/{owner}/{repo}/pulls/{pull_number}/files"),
     ("get", "/repos/{owner}/{repo}/contents/{path}"),
     ("get", "/repos/{owner}/{repo}/git/blobs/{file_sha}"),
+    ("get", "/repos/{owner}/{repo}/git/trees/{tree_sha}"),
     ("get", "/repos/{owner}/{repo}/commits/{ref}"),
     ("get", "/repos/{owner}/{repo}/commits/{commit_sha}/pulls"),
     ("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs"),
@@ -347,7 +348,7 @@ def write_json(path: Path, data: Any, *, compact: bool = False) -> None:
 
 
 def load_contract(subset: dict[str, Any]) -> Any:
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     module = importlib.import_module("fakegithub.contract")
     return module.Contract(subset)
 

@@ -7,43 +7,36 @@ comment, not two.
 
 One module per concern: :mod:`.validate`, :mod:`.preview`, :mod:`.commands`, :mod:`.builds`,
 :mod:`.recovery`, the summary comment in :mod:`.sticky`, who may do what in :mod:`.access`,
-and the :class:`Context` every job runs in in :mod:`.common`.
+and the :class:`Context` every job runs in in :mod:`.common`. Each concern's module registers
+on its :class:`~.router.Router` the webhook events it turns into jobs and the runner of its
+job kinds; :data:`router` joins them.
 """
 
 from __future__ import annotations
 
-import logging
-
-from bot.handlers.builds import build_job, build_request, build_status
-from bot.handlers.commands import command
+from bot.handlers import builds, commands, preview, recovery, validate
 from bot.handlers.common import Context, Superseded
-from bot.handlers.preview import preview
-from bot.handlers.recovery import recover
+from bot.handlers.router import Router
 from bot.handlers.sticky import KeyedLocks
-from bot.handlers.validate import validate_pull
-from bot.state.jobs import Job
+from bot.state.jobs import Job, JobSpec
+from bot.webhook import Delivery
 
-__all__ = ["Context", "KeyedLocks", "Superseded", "run"]
+__all__ = ["Context", "KeyedLocks", "Superseded", "jobs_for", "router", "run"]
 
-log = logging.getLogger("labbot.handlers")
+#: Every handler module's events and runners.
+router = Router(validate.router, preview.router, commands.router, builds.router, recovery.router)
+
+
+def jobs_for(delivery: Delivery) -> list[JobSpec]:
+    """The jobs a delivery implies, from the events the handler modules registered.
+
+    Raises:
+        WebhookError: 422 when a field labbot reads for this event is missing or of the wrong
+            type; the message names the field.
+    """
+    return router.jobs_for(delivery)
 
 
 def run(job: Job, ctx: Context) -> str:
     """Run one leased job; returns its outcome. GitHub errors propagate for the retry policy."""
-    kind = job.spec.kind
-    if kind == "validate":
-        return validate_pull(job, ctx)
-    if kind.startswith("command"):
-        return command(job, ctx)
-    if kind == "recover":
-        return recover(job, ctx)
-    if kind == "preview":
-        return preview(job, ctx)
-    if kind == "build-request":
-        return build_request(job, ctx)
-    if kind.startswith("build-status"):
-        return build_status(job, ctx)
-    if kind.startswith("build-job"):
-        return build_job(job, ctx)
-    log.warning("unknown job kind %s", kind)
-    return "ignored"
+    return router.run(job, ctx)

@@ -4,8 +4,6 @@ authors whose previews start by themselves, and the preview rate limits.
 
 from __future__ import annotations
 
-from typing import Any
-
 from bot.handlers.common import Context, load_config
 from bot.state.limits import minutes
 from pipeline.config import RepoConfig
@@ -14,20 +12,14 @@ from pipeline.errors import ConfigError
 WRITE_ROLES = {"admin", "maintain", "write"}
 
 
-def preview_settings(config: RepoConfig) -> dict[str, Any]:
-    raw = config.raw.get("preview")
-    return raw if isinstance(raw, dict) else {}
-
-
 def auto_preview(
     ctx: Context, inst: int | None, repo: str, number: int, config: RepoConfig
 ) -> bool:
     """Previews start by themselves for authors with write access, or for everyone when the
     repository's config says ``preview: {everyone: true}``."""
-    settings = preview_settings(config)
-    if ctx.teacher is None or settings.get("enabled") is False:
+    if ctx.teacher is None or not config.preview.enabled:
         return False
-    if settings.get("everyone"):
+    if config.preview.everyone:
         return True
     author = str(ctx.client.pull(inst, repo, number).get("user", {}).get("login", ""))
     return ctx.client.permission(inst, repo, author) in WRITE_ROLES
@@ -39,15 +31,20 @@ def may_command(ctx: Context, inst: int | None, repo: str, user: str) -> bool:
     cached = ctx.limits.permission(repo, user) if ctx.limits is not None else None
     if cached is not None:
         return cached
+    # Two commands of one user can reach two workers (or replicas) at once: the second waits
+    # for the first's answer instead of asking GitHub again.
+    with ctx.locks.hold(f"permission:{repo.lower()}:{user.lower()}"):
+        cached = ctx.limits.permission(repo, user) if ctx.limits is not None else None
+        if cached is not None:
+            return cached
+        return _look_up_permission(ctx, inst, repo, user)
+
+
+def _look_up_permission(ctx: Context, inst: int | None, repo: str, user: str) -> bool:
     allowed = ctx.client.permission(inst, repo, user) in WRITE_ROLES
     if not allowed:
         try:
-            config = load_config(ctx, inst, repo)
-            commands = config.raw.get("commands")
-            allowlist = commands.get("allowed_users") if isinstance(commands, dict) else None
-            allowed = isinstance(allowlist, list) and any(
-                isinstance(u, str) and u.lower() == user.lower() for u in allowlist
-            )
+            allowed = load_config(ctx, inst, repo).commands.allows(user)
         except ConfigError:
             allowed = False
     if ctx.limits is not None:

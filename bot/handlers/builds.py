@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,14 +15,20 @@ from bot.builds import run_mismatch
 from bot.errors import GitHubError
 from bot.github import repo_path, seg
 from bot.handlers.common import Context, in_taxonomy, load_config
+from bot.handlers.router import Event, Router
 from bot.handlers.sticky import upsert_sticky
 from bot.state import Ledger
-from bot.state.jobs import Job
+from bot.state.jobs import Job, JobKind, JobSpec
 from bot.state.ledger import BuildRecord
-from pipeline.config import RepoConfig
+from bot.webhook import Fields
+from pipeline.config import BuildSettings
 from pipeline.errors import ConfigError
+from pipeline.taxonomy.discover import is_qna_path
+from pipeline.taxonomy.validate import ATTRIBUTION
 
 log = logging.getLogger("labbot.handlers")
+
+router = Router()
 
 BUILD_CHECK = "labbot/build"
 
@@ -45,29 +52,134 @@ MAX_ROWS = 2_000
 MAX_FIELD_CHARS = 5_000
 
 
-def _build_settings(config: RepoConfig) -> dict[str, Any]:
-    raw = config.raw.get("build")
-    return raw if isinstance(raw, dict) else {}
-
-
 def _ledger(ctx: Context) -> Ledger:
     if ctx.builds is None:
         raise RuntimeError("the App runs without a build ledger")
     return ctx.builds
 
 
+#: The fields of a workflow run and of a workflow job that a build status job carries.
+_RUN_KEYS = (
+    "id",
+    "name",
+    "path",
+    "display_title",
+    "head_sha",
+    "status",
+    "conclusion",
+    "html_url",
+    "run_attempt",
+)
+_JOB_KEYS = ("id", "run_id", "name", "html_url", "conclusion", "workflow_name", "head_sha")
+
+
+def _touches_taxonomy(commits: list[Fields]) -> bool:
+    """Whether a push changed a qna.yaml or attribution.txt (from the push payload's lists)."""
+    for commit in commits:
+        for key in ("added", "modified", "removed"):
+            for path in commit.strings(key):
+                if is_qna_path(path) or posixpath.basename(path) == ATTRIBUTION:
+                    return True
+    return False
+
+
+@router.event("pull_request", "closed")
+def on_merge(event: Event) -> list[JobSpec]:
+    """A pull request merged into the default branch: build its merge commit."""
+    pr = event.payload.obj("pull_request")
+    number = pr.integer("number")
+    base = pr.obj("base").string("ref")
+    merge_sha = pr.opt_string("merge_commit_sha")
+    if not (pr.truthy("merged") and merge_sha and base == event.default_branch):
+        return []
+    return [
+        JobSpec.for_commit(
+            JobKind.BUILD_REQUEST,
+            event.repo,
+            number,
+            merge_sha,
+            event.installation_id,
+            {"source": "merge"},
+        )
+    ]
+
+
+@router.event("push")
+def on_push(event: Event) -> list[JobSpec]:
+    """A push to the default branch that changed the taxonomy: build its head."""
+    p = event.payload
+    after = p.opt_string("after") or ""
+    if (
+        p.opt_string("ref") != f"refs/heads/{event.default_branch}"
+        or p.truthy("deleted")
+        or not after.strip("0")
+        or not _touches_taxonomy(p.objs("commits"))
+    ):
+        return []
+    return [
+        JobSpec.for_commit(
+            JobKind.BUILD_REQUEST,
+            event.repo,
+            None,
+            after,
+            event.installation_id,
+            {"source": "push"},
+        )
+    ]
+
+
+@router.event("workflow_run", "requested", "in_progress", "completed")
+def on_workflow_run(event: Event) -> list[JobSpec]:
+    """A workflow run changed state: a newer state of the same run supersedes an older one."""
+    run = event.payload.obj("workflow_run")
+    run_id = run.integer("id")
+    attempt = run.opt_integer("run_attempt") or 1
+    return [
+        JobSpec(
+            JobKind.BUILD_STATUS,
+            event.repo,
+            None,
+            event.installation_id,
+            dedupe_key=f"{event.action}-{attempt}",
+            group=str(run_id),
+            payload={"run": run.scalars(_RUN_KEYS)},
+        )
+    ]
+
+
+@router.event("workflow_job", "completed")
+def on_workflow_job(event: Event) -> list[JobSpec]:
+    """A job of a workflow run failed: its log link goes in the build's comment."""
+    job = event.payload.obj("workflow_job")
+    job_id, run_id = job.integer("id"), job.integer("run_id")
+    if job.opt_string("conclusion") not in ("failure", "timed_out", "cancelled"):
+        return []
+    return [
+        JobSpec(
+            JobKind.BUILD_JOB,
+            event.repo,
+            None,
+            event.installation_id,
+            dedupe_key=str(job_id),
+            group=str(run_id),
+            payload={"job": job.scalars(_JOB_KEYS)},
+        )
+    ]
+
+
+@router.job(JobKind.BUILD_REQUEST)
 def build_request(job: Job, ctx: Context) -> str:
     """A merge (or push) to the default branch: dispatch a build, or fold it into a waiting one."""
     spec = job.spec
-    inst, repo, sha = spec.installation_id, spec.repo, spec.head_sha
+    inst, repo, sha = spec.installation_id, spec.repo, spec.commit
     client = ctx.client
     try:
         config = load_config(ctx, inst, repo)
     except ConfigError as exc:
         log.warning("build for %s skipped: invalid config: %s", repo, exc)
         return "config-error"
-    settings = _build_settings(config)
-    if settings.get("enabled") is False:
+    settings = config.build
+    if not settings.enabled:
         return "builds-disabled"
     prs: dict[int, list[str]] = {}
     if spec.pr is not None:
@@ -141,7 +253,7 @@ def _tell_prs(ctx: Context, inst: int | None, repo: str, build: BuildRecord, tex
 
 
 def _dispatch(
-    ctx: Context, inst: int | None, repo: str, build: BuildRecord, settings: dict[str, Any]
+    ctx: Context, inst: int | None, repo: str, build: BuildRecord, settings: BuildSettings
 ) -> None:
     """Start the build workflow, recording first what a run must match to count as this build.
 
@@ -153,12 +265,8 @@ def _dispatch(
         GitHubError: the workflow does not exist or the dispatch failed.
     """
     client, ledger = ctx.client, _ledger(ctx)
-    file = str(settings.get("workflow", "build-model.yml")).rsplit("/", 1)[-1]
-    event = (
-        "repository_dispatch"
-        if settings.get("dispatch") == "repository_dispatch"
-        else "workflow_dispatch"
-    )
+    file = settings.workflow_file
+    event = settings.dispatch
     branch = client.default_branch(inst, repo)
     _, workflow = client.request(inst, "GET", f"{repo_path(repo)}/actions/workflows/{seg(file)}")
     path = str(workflow.get("path") or "")
@@ -175,9 +283,7 @@ def _dispatch(
     )
     try:
         if event == "repository_dispatch":
-            client.repository_dispatch(
-                inst, repo, str(settings.get("event_type", "labbot-build")), {"sha": build.sha}
-            )
+            client.repository_dispatch(inst, repo, settings.event_type, {"sha": build.sha})
             return
         _, data = client.request(
             inst,
@@ -234,6 +340,7 @@ def _verified_run(
     return None
 
 
+@router.job(JobKind.BUILD_STATUS)
 def build_status(job: Job, ctx: Context) -> str:
     """Mirror the build workflow's run on the ``labbot/build`` check run and the PR comments,
     once the run is proven to be the one the App dispatched."""
@@ -481,6 +588,7 @@ def _build_results(ctx: Context, inst: int | None, repo: str, run_id: int) -> Bu
     return results
 
 
+@router.job(JobKind.BUILD_JOB)
 def build_job(job: Job, ctx: Context) -> str:
     """Remember the failing job of a build, so the failure links to its log (and update the
     comments when the run's completion was handled first). Only jobs of a verified run count."""

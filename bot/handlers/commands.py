@@ -2,16 +2,70 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot import markup, render
 from bot.handlers.access import may_command, preview_wait
 from bot.handlers.common import Context
+from bot.handlers.router import Event, Router
 from bot.handlers.sticky import upsert_sticky
 from bot.handlers.validate import validate_pull
-from bot.state.jobs import Job, JobSpec
+from bot.state.jobs import Job, JobKind, JobSpec
+
+router = Router()
+
+COMMANDS = ("help", "check", "preview")
+_COMMAND = re.compile(r"^\s*/labbot(?:\s+([A-Za-z-]+))?\s*$", re.MULTILINE)
 
 
+def parse_command(body: str) -> str | None:
+    """The ``/labbot`` command in a comment: ``help``, ``check`` or ``preview``; ``help`` for an
+    unknown word or a bare ``/labbot``; ``None`` when the comment holds no command.
+
+    >>> parse_command("looks good\\n/labbot  check\\n"), parse_command("/labbot deploy")
+    ('check', 'help')
+    >>> print(parse_command("no command here"))
+    None
+    """
+    match = _COMMAND.search(body or "")
+    if match is None:
+        return None
+    word = (match.group(1) or "help").lower()
+    return word if word in COMMANDS else "help"
+
+
+@router.event("issue_comment", "created")
+def on_comment(event: Event) -> list[JobSpec]:
+    """A ``/labbot`` command in a new comment on a pull request, not written by a bot."""
+    issue = event.payload.obj("issue")
+    comment = event.payload.obj("comment")
+    user = comment.opt_obj("user")
+    if not issue.truthy("pull_request") or (user and user.opt_string("type") == "Bot"):
+        return []
+    word = parse_command(comment.opt_string("body") or "")
+    if word is None:
+        return []
+    comment_id = comment.integer("id")
+    return [
+        JobSpec(
+            JobKind.COMMAND,
+            event.repo,
+            issue.integer("number"),
+            event.installation_id,
+            # Each comment is its own group, so a second command never supersedes a first one.
+            dedupe_key="",
+            group=str(comment_id),
+            payload={
+                "command": word,
+                "comment_id": comment_id,
+                "user": (user.opt_string("login") if user else None) or "",
+            },
+        )
+    ]
+
+
+@router.job(JobKind.COMMAND)
 def command(job: Job, ctx: Context) -> str:
     """Answer a ``/labbot`` command. Users without access get no work done and one answer per
     pull request; previews are rate-limited per pull request and per installation."""
@@ -60,7 +114,9 @@ def command(job: Job, ctx: Context) -> str:
             )
             return "preview-rate-limited"
         head = str(ctx.client.pull(inst, repo, number)["head"]["sha"])
-        ctx.queue.enqueue(JobSpec("preview", repo, number, head, inst, {"reason": "command"}))
+        ctx.queue.enqueue(
+            JobSpec.for_commit(JobKind.PREVIEW, repo, number, head, inst, {"reason": "command"})
+        )
         upsert_sticky(
             ctx,
             inst,

@@ -5,12 +5,12 @@ the check that a newer push has not replaced the job.
 from __future__ import annotations
 
 import logging
-import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.errors import Superseded as Superseded  # re-exported: handlers raise it here
 from bot.github import GitHubClient
 from bot.handlers.sticky import KeyedLocks
 from bot.isolation import IsolatedValidator
@@ -19,7 +19,7 @@ from bot.state import Ledger, Limits, Locks, Queue
 from bot.state.jobs import Job
 from bot.state.limits import PreviewLimits
 from pipeline.config import CONFIG_PATH, RepoConfig, parse_config
-from pipeline.taxonomy.discover import is_candidate
+from pipeline.taxonomy.discover import is_qna_path
 
 if TYPE_CHECKING:
     from pipeline.sdg.teacher import Teacher
@@ -41,13 +41,11 @@ class Context:
     #: Validates contributors' files in child processes; None validates in this process.
     validator: IsolatedValidator | None = None
     validate_seconds: float = 30.0
+    #: Blobs one validation may download to bring the default branch's overlap index up to date.
+    overlap_max_blobs: int = 2000
     #: Cached permissions, answered refusals, preview counts; None: no caching, no limits.
     limits: Limits | None = None
     preview_limits: PreviewLimits = field(default_factory=PreviewLimits)
-
-
-class Superseded(Exception):
-    """A newer push replaced this job's head SHA; its result must not be posted."""
 
 
 def load_config(ctx: Context, inst: int | None, repo: str) -> RepoConfig:
@@ -62,7 +60,7 @@ def load_config(ctx: Context, inst: int | None, repo: str) -> RepoConfig:
 
 
 def in_taxonomy(path: str, config: RepoConfig) -> bool:
-    if not is_candidate(posixpath.basename(path)):
+    if not is_qna_path(path):
         return False
     root = (config.taxonomy_root or "").strip("/")
     return not root or root == "." or path.startswith(root + "/")
@@ -70,4 +68,4 @@ def in_taxonomy(path: str, config: RepoConfig) -> bool:
 
 def check_superseded(job: Job, ctx: Context) -> None:
     if ctx.queue.is_superseded(job.id):
-        raise Superseded(job.spec.head_sha)
+        raise Superseded(job.spec.dedupe_key)

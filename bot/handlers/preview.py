@@ -7,61 +7,67 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import render
-from bot.handlers.access import preview_settings
 from bot.handlers.common import Context, check_superseded, in_taxonomy, load_config
+from bot.handlers.router import Router
 from bot.handlers.sticky import upsert_sticky
 from bot.handlers.validate import validate_file
-from bot.state.jobs import Job
+from bot.state.jobs import Job, JobKind
+from pipeline.config import RepoConfig
 from pipeline.errors import ConfigError
 from pipeline.taxonomy.validate import (
     NOT_LOOKED_UP,
     PROFILES,
 )
 
+if TYPE_CHECKING:
+    from pipeline.sdg.generate import GenerateConfig
+
 log = logging.getLogger("labbot.handlers")
 
+router = Router()
 
+
+def generation_settings(config: RepoConfig) -> GenerateConfig:
+    """A preview's generation settings: the build's defaults (one file for both,
+    pipeline/training/configs/default.yaml) with the repository's sample budget. A build whose
+    settings agree finds the preview's generations in the cache."""
+    from pipeline.training.config import defaults
+
+    cfg = defaults()
+    return cfg.generate.engine(cfg.seed, samples=config.preview.samples)
+
+
+@router.job(JobKind.PREVIEW)
 def preview(job: Job, ctx: Context) -> str:
     """Generate a small sample budget from the PR's changed leaves and show it in the sticky
     comment. A teacher failure is reported there, never swallowed."""
     from pipeline.errors import DocumentError, PipelineError
     from pipeline.redact import redact
-    from pipeline.sdg.generate import GenerateConfig, generate_leaf
+    from pipeline.sdg.generate import generate_leaf
     from pipeline.sdg.teacher import TeacherError
-    from pipeline.taxonomy.documents import read_documents
-    from pipeline.taxonomy.leaves import KNOWLEDGE, leaf_from_data
-    from pipeline.taxonomy.yamlsource import compose, construct, decode
+    from pipeline.taxonomy.documents import leaf_documents
+    from pipeline.taxonomy.leaves import leaf_from_bytes
 
     spec = job.spec
-    inst, repo, number, sha = spec.installation_id, spec.repo, int(spec.pr or 0), spec.head_sha
+    inst, repo, number, sha = spec.installation_id, spec.repo, int(spec.pr or 0), spec.commit
     client = ctx.client
+
+    def unavailable(reason: str) -> None:
+        upsert_sticky(ctx, inst, repo, number, "preview", render.preview_unavailable(reason))
+
     if ctx.teacher is None:
-        upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "preview",
-            render.preview_unavailable("no teacher is configured for this App"),
-        )
+        unavailable("no teacher is configured for this App")
         return "no-teacher"
     try:
         config = load_config(ctx, inst, repo)
     except ConfigError as exc:
-        upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "preview",
-            render.preview_unavailable(f"invalid .github/labbot.yml: {exc}"),
-        )
+        unavailable(f"invalid .github/labbot.yml: {exc}")
         return "config-error"
-    settings = preview_settings(config)
-    samples = int(settings.get("samples", 6))
-    seconds = float(settings.get("time_limit_seconds", ctx.preview_seconds))
+    settings = generation_settings(config)
+    seconds = config.preview.time_limit_seconds or ctx.preview_seconds
     leaves = []
     root = (config.taxonomy_root or "").strip("/")
     for f in client.pull_files(inst, repo, number):
@@ -84,35 +90,22 @@ def preview(job: Job, ctx: Context) -> str:
             ).valid
         ):
             continue
-        text, _ = decode(raw)
-        node = compose(text)[0] if text is not None else None
-        data = construct(node)[0] if node is not None else None
-        if isinstance(data, dict):
-            rel = path[len(root) + 1 :] if root and path.startswith(root + "/") else path
-            leaves.append(leaf_from_data(rel, data))
+        rel = path[len(root) + 1 :] if root and path.startswith(root + "/") else path
+        leaf = leaf_from_bytes(rel, raw)
+        if leaf is not None:
+            leaves.append(leaf)
     deadline = time.monotonic() + seconds
     results = []
     try:
         teacher = ctx.teacher()
         cache = ctx.cache_dir or Path("labbot-cache")
         for leaf in leaves:
-            docs: list[str] = []
-            if leaf.kind == KNOWLEDGE and leaf.document is not None:
-                docs = [
-                    t
-                    for _, t in read_documents(
-                        leaf.document.repo,
-                        leaf.document.commit,
-                        leaf.document.patterns,
-                        config,
-                        cache / "documents",
-                    )
-                ]
+            docs = leaf_documents(leaf, config, cache / "documents")
             results.append(
                 generate_leaf(
                     leaf,
                     teacher,
-                    GenerateConfig(samples=samples),
+                    settings,
                     docs,
                     cache_dir=cache,
                     deadline=deadline,
@@ -129,7 +122,7 @@ def preview(job: Job, ctx: Context) -> str:
         else:
             reason = "the teacher could not be started (the App's log says why)"
         check_superseded(job, ctx)
-        upsert_sticky(ctx, inst, repo, number, "preview", render.preview_unavailable(reason))
+        unavailable(reason)
         return "preview-failed"
     check_superseded(job, ctx)
     body = render.preview_section(results, sha, teacher.public_name)

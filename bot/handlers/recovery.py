@@ -7,12 +7,21 @@ from typing import Any
 
 from bot.errors import GitHubError
 from bot.handlers.common import Context
-from bot.state.jobs import Job, JobSpec
-from bot.webhook import VALIDATE_CHECK
+from bot.handlers.router import Router
+from bot.handlers.validate import VALIDATE_CHECK
+from bot.state.jobs import Job, JobKind, JobSpec
 
 log = logging.getLogger("labbot.handlers")
 
+router = Router()
 
+
+def recovery_job(now: float) -> JobSpec:
+    """The App-wide recovery job; each start's (a new ``now``) supersedes a pending older one."""
+    return JobSpec(JobKind.RECOVER, "", None, None, dedupe_key=str(int(now)))
+
+
+@router.job(JobKind.RECOVER)
 def recover(job: Job, ctx: Context) -> str:
     """Ask GitHub to redeliver deliveries we never received, and re-check open pull requests
     whose head has no ``labbot/validate`` check run. One replica at a time: the others skip."""
@@ -48,8 +57,13 @@ def _recover(ctx: Context) -> str:
                 sha = str(pr["head"]["sha"])
                 if not client.check_runs_for(inst, repo, sha, VALIDATE_CHECK):
                     ctx.queue.enqueue(
-                        JobSpec(
-                            "validate", repo, int(pr["number"]), sha, inst, {"reason": "recovery"}
+                        JobSpec.for_commit(
+                            JobKind.VALIDATE,
+                            repo,
+                            int(pr["number"]),
+                            sha,
+                            inst,
+                            {"reason": "recovery"},
                         )
                     )
                     rechecked += 1

@@ -11,9 +11,10 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS permissions (
@@ -56,6 +57,38 @@ class PreviewLimits:
     per_pr: int = 3
     per_installation: int = 30
     window_seconds: float = 3600.0
+
+
+def preview_scopes(
+    repo: str, pr: int, installation_id: int, limits: PreviewLimits, placeholder: str
+) -> list[tuple[str, tuple[Any, ...], int]]:
+    """The preview limits as ``(SQL condition, its arguments, limit)``: one pull request, one
+    installation. ``placeholder`` is the engine's parameter mark (``?`` or ``%s``)."""
+    p = placeholder
+    return [
+        (f"repo = {p} AND pr = {p}", (repo.lower(), pr), limits.per_pr),
+        (f"installation_id = {p}", (installation_id,), limits.per_installation),
+    ]
+
+
+def preview_wait(
+    starts: Sequence[tuple[Sequence[Sequence[Any]], int]], now: float, window: float
+) -> float | None:
+    """Seconds until one more preview fits every limit (at least 1), or ``None`` when it fits
+    now. Each entry holds one scope's start rows inside the window, newest first (the start time
+    first in each row, at most ``limit`` rows), and the scope's limit (0 allows none).
+
+    >>> preview_wait([([(100.0,), (40.0,)], 2), ([], 30)], now=110.0, window=3600.0)
+    3530.0
+    >>> preview_wait([([(100.0,)], 2)], now=110.0, window=3600.0) is None
+    True
+    """
+    waits = [
+        (float(rows[-1][0]) if rows else now) + window - now
+        for rows, limit in starts
+        if limit <= 0 or len(rows) >= limit
+    ]
+    return max(max(waits), 1.0) if waits else None
 
 
 def minutes(seconds: float) -> int:
@@ -157,22 +190,21 @@ class CommandLimits:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute("DELETE FROM previews WHERE at <= ?", (since,))
-                waits = []
-                for where, args, limit in (
-                    ("repo = ? AND pr = ?", (repo.lower(), pr), limits.per_pr),
-                    ("installation_id = ?", (inst,), limits.per_installation),
-                ):
-                    rows = self._conn.execute(
-                        f"SELECT at FROM previews WHERE {where} AND at > ? ORDER BY at DESC"
-                        " LIMIT ?",
-                        (*args, since, max(limit, 1)),
-                    ).fetchall()
-                    if limit <= 0 or len(rows) >= limit:
-                        oldest = float(rows[-1][0]) if rows else now
-                        waits.append(oldest + limits.window_seconds - now)
-                if waits:
+                starts = [
+                    (
+                        self._conn.execute(
+                            f"SELECT at FROM previews WHERE {where} AND at > ? ORDER BY at DESC"
+                            " LIMIT ?",
+                            (*args, since, max(limit, 1)),
+                        ).fetchall(),
+                        limit,
+                    )
+                    for where, args, limit in preview_scopes(repo, pr, inst, limits, "?")
+                ]
+                wait = preview_wait(starts, now, limits.window_seconds)
+                if wait is not None:
                     self._conn.execute("COMMIT")
-                    return max(max(waits), 1.0)
+                    return wait
                 self._conn.execute(
                     "INSERT INTO previews (installation_id, repo, pr, at) VALUES (?, ?, ?, ?)",
                     (inst, repo.lower(), pr, now),

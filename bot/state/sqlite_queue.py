@@ -13,7 +13,7 @@ Job states (``jobs.state``)::
        ▲                 │ ▲ │
        │   fail(retry)   │ └─┤ lease expired: another worker leases it, attempts + 1
        └─────────────────┘   └──fail(final) / lease expired max_attempts times──▶ dead
-    pending ──newer head_sha enqueued──▶ superseded
+    pending ──newer dedupe key enqueued──▶ superseded
     leased, flagged superseded ──fail / lease expired──▶ superseded
 
 ``pending``
@@ -30,14 +30,17 @@ Job states (``jobs.state``)::
     Failed for good (not retryable, or out of attempts); ``last_error`` keeps the reason.
     :meth:`~JobQueue.dead_jobs` lists them.
 ``superseded``
-    Never ran to any effect: a job for a newer ``head_sha`` of the same pull request and kind
-    replaced it while it was pending, or it was flagged superseded while leased and then failed
-    or lost its lease.
+    Never ran to any effect: a job with a new dedupe key in the same group (a newer head SHA
+    of the same pull request and kind) replaced it while it was pending, or it was flagged
+    superseded while leased and then failed or lost its lease.
 
-Coalescing and superseding. The coalescing key is ``(repo, pr, head_sha, kind)``: enqueueing a
-key that is already pending or leased returns that job's id and adds nothing (the first job's
-payload and ``run_after`` are kept). The supersede group is ``(repo, pr, kind)``: enqueueing a
-new ``head_sha`` turns pending jobs of the group with another ``head_sha`` into ``superseded``,
+Coalescing and superseding (see :class:`bot.state.jobs.JobSpec`). The supersede group is
+``(repo, pr, kind, group)``, stored as the ``repo``, ``pr`` and ``kind`` columns (``kind`` or
+``kind:group``); the coalescing key adds the spec's ``dedupe_key``, stored in the ``head_sha``
+column (the name is historical: for validations, previews and builds the key is the commit SHA).
+Enqueueing a key that is already pending or leased returns that job's id and adds nothing (the
+first job's payload and ``run_after`` are kept). Enqueueing a new dedupe key turns the group's
+pending jobs with another key into ``superseded``,
 and flags leased ones (``superseded = 1``) so their worker can see :meth:`~JobQueue.is_superseded`
 and drop its result. A flagged job is never coalesced with and never retried.
 
@@ -60,6 +63,7 @@ move time instead of sleeping. Processes sharing a file must share a clock (the 
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import threading
@@ -79,12 +83,17 @@ from bot.state.jobs import (
     Job,
     JobSpec,
     QueueStats,
+    UnknownJobKind,
+    dead_specs,
     dump_payload,
     row_to_job,
-    row_to_spec,
+    spec_columns,
 )
+from pipeline.retry import full_jitter
 
 __all__ = ["SCHEMA_VERSION", "JobQueue"]
+
+log = logging.getLogger("labbot.queue")
 
 
 SCHEMA_VERSION = 1
@@ -405,11 +414,12 @@ class JobQueue:
         run_after: float,
         coalesce_done_within: float = 0.0,
     ) -> int:
-        pr_key = _NO_PR if spec.pr is None else spec.pr
+        kind, repo, pr, key, inst = spec_columns(spec)
+        pr_key = _NO_PR if pr is None else pr
         row = conn.execute(
             "SELECT id FROM jobs WHERE repo = ? AND IFNULL(pr, -1) = ? AND kind = ?"
             " AND head_sha = ? AND state IN ('pending', 'leased') AND superseded = 0",
-            (spec.repo, pr_key, spec.kind, spec.head_sha),
+            (repo, pr_key, kind, key),
         ).fetchone()
         if row is not None:
             return int(row[0])
@@ -418,41 +428,24 @@ class JobQueue:
                 "SELECT id FROM jobs WHERE repo = ? AND IFNULL(pr, -1) = ? AND kind = ?"
                 " AND head_sha = ? AND state = 'done' AND superseded = 0 AND finished_at >= ?"
                 " ORDER BY id DESC LIMIT 1",
-                (spec.repo, pr_key, spec.kind, spec.head_sha, now - coalesce_done_within),
+                (repo, pr_key, kind, key, now - coalesce_done_within),
             ).fetchone()
             if row is not None:
                 return int(row[0])
-        # Supersede the group's other head_shas: pending ones end, leased ones are flagged.
+        # Supersede the group's other dedupe keys: pending jobs end, leased ones are flagged.
         conn.execute(
             "UPDATE jobs SET superseded = 1, updated_at = :now,"
             " state = CASE state WHEN 'pending' THEN 'superseded' ELSE state END,"
             " finished_at = CASE state WHEN 'pending' THEN :now ELSE finished_at END"
             " WHERE repo = :repo AND IFNULL(pr, -1) = :pr AND kind = :kind"
-            " AND head_sha != :sha AND state IN ('pending', 'leased') AND superseded = 0",
-            {
-                "now": now,
-                "repo": spec.repo,
-                "pr": pr_key,
-                "kind": spec.kind,
-                "sha": spec.head_sha,
-            },
+            " AND head_sha != :key AND state IN ('pending', 'leased') AND superseded = 0",
+            {"now": now, "repo": repo, "pr": pr_key, "kind": kind, "key": key},
         )
         cur = conn.execute(
             "INSERT INTO jobs (kind, repo, pr, head_sha, installation_id, payload, delivery_id,"
             " state, run_after, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (
-                spec.kind,
-                spec.repo,
-                spec.pr,
-                spec.head_sha,
-                spec.installation_id,
-                payload,
-                delivery_id,
-                run_after,
-                now,
-                now,
-            ),
+            (kind, repo, pr, key, inst, payload, delivery_id, run_after, now, now),
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
@@ -508,7 +501,12 @@ class JobQueue:
                 f" WHERE id = ? RETURNING {_JOB_COLUMNS}",
                 (worker, now + self.lease_seconds, now, min(candidates)),
             ).fetchone()
-        return row_to_job(row)
+        try:
+            return row_to_job(row)
+        except UnknownJobKind as exc:  # written by another version of labbot
+            log.warning("job %s of unknown kind %r ignored", row[0], exc.stored)
+            self.complete(int(row[0]), worker, "ignored")
+            return None
 
     def _settle_expired(self, conn: sqlite3.Connection, now: float) -> None:
         conn.execute(
@@ -599,11 +597,9 @@ class JobQueue:
 
     def backoff(self, attempts: int) -> float:
         """The delay before retry after failed attempt number ``attempts`` (1-based): uniform
-        in ``[0, min(max_backoff, base_backoff * 2 ** (attempts - 1))]``."""
-        exponent = max(attempts - 1, 0)
-        # Cap the exponent too, so a huge attempts count cannot overflow the float.
-        ceiling = min(self.max_backoff, self.base_backoff * 2.0 ** min(exponent, 1000))
-        return self._rng.uniform(0.0, ceiling)
+        in ``[0, min(max_backoff, base_backoff * 2 ** (attempts - 1))]``
+        (:func:`pipeline.retry.full_jitter`)."""
+        return full_jitter(attempts, base=self.base_backoff, cap=self.max_backoff, rng=self._rng)
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -639,7 +635,7 @@ class JobQueue:
             )
             .fetchall()
         )
-        return [(int(r[0]), row_to_spec(r[1:7]), str(r[7] or "")) for r in rows]
+        return dead_specs(rows)
 
     def stats(self) -> QueueStats:
         now = self._clock()

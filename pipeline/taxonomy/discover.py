@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import UsageError
 
-_NAMES = ("qna.yaml", "qna.yml")
+#: The one name a taxonomy leaf's file has.
+LEAF_NAME = "qna.yaml"
+_NAMES = (LEAF_NAME, "qna.yml")
 
 
 def is_candidate(name: str) -> bool:
-    """A file name that is, or was clearly meant to be, a qna.yaml."""
+    """A file name that is, or was clearly meant to be, a qna.yaml: any case of ``qna.yaml``
+    or ``qna.yml``, nothing before or after it. Validation checks such a file's content (and
+    reports a name other than :data:`LEAF_NAME`); every other file is not a leaf.
+
+    >>> [is_candidate(n) for n in ("qna.yaml", "QNA.yml", "qna.yaml.bak", "my-qna.yaml")]
+    [True, True, False, False]
+    """
     return name.casefold() in _NAMES
+
+
+def is_qna_path(path: str) -> bool:
+    """Whether a repository path (``/``-separated, as git and GitHub write them; no URL
+    decoding) names a :func:`is_candidate` file.
+
+    >>> is_qna_path("knowledge/a%2Fb/QNA.yaml"), is_qna_path("knowledge/qna.yaml/x.txt")
+    (True, False)
+    """
+    return is_candidate(posixpath.basename(path))
 
 
 def expand(paths: Iterable[str]) -> list[str]:
@@ -63,7 +82,9 @@ def read_list(source: str, stdin: Iterable[str] | None = None) -> list[str]:
             with open(source, encoding="utf-8") as fh:
                 lines = fh.read().splitlines()
         except OSError as exc:
-            raise UsageError(f"cannot read --files-from {source}: {exc.strerror}") from exc
+            raise UsageError(
+                f"cannot read the list of paths {source}: {exc.strerror}", setting="files_from"
+            ) from exc
     return [ln.rstrip("\r\n") for ln in lines if ln.strip()]
 
 
@@ -78,7 +99,10 @@ def changed(start: Path, base: str | None) -> list[str]:
     try:
         repo = git.Repo(start, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise UsageError(f"--changed needs a git repository; {start} is not in one") from exc
+        raise UsageError(
+            f"finding changed files needs a git repository; {start} is not in one",
+            setting="changed",
+        ) from exc
     candidates = [base] if base else ["origin/main", "main"]
     merge_base = None
     for ref in candidates:
@@ -93,7 +117,8 @@ def changed(start: Path, base: str | None) -> list[str]:
         wanted = base or "origin/main or main"
         raise UsageError(
             f"cannot find the base branch {wanted} in {repo.working_tree_dir}; "
-            "fetch it (git fetch origin main) or name another with --base REF"
+            "fetch it (git fetch origin main) or name another base",
+            setting="base",
         )
     top = Path(str(repo.working_tree_dir))
     rel: list[str] = []

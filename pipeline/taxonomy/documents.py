@@ -30,11 +30,12 @@ from urllib.parse import urlparse
 
 from pipeline.config import DocumentRules, RepoConfig
 from pipeline.errors import DocumentError
-from pipeline.taxonomy.findings import FileResult, Finding, Severity
-from pipeline.taxonomy.pdftext import pdf_text
 from pipeline.redact import redact
+from pipeline.taxonomy.findings import FileResult, Finding, Severity
+from pipeline.taxonomy.leaves import KNOWLEDGE, Leaf
+from pipeline.taxonomy.pdftext import pdf_text
 from pipeline.taxonomy.rules import pattern_problem
-from pipeline.taxonomy.yamlsource import compose, construct, decode, json_path, locate
+from pipeline.taxonomy.yamlsource import json_path, load, locate
 
 SNAPSHOT_ENV = {
     "GIT_AUTHOR_NAME": "labbot",
@@ -199,6 +200,26 @@ def tree_size(folder: Path, commit: str, timeout: float) -> tuple[int, int]:
 
 
 def checkout(
+    repo: str,
+    commit: str,
+    config: RepoConfig,
+    cache_dir: Path,
+    deadline: Deadline | None = None,
+) -> Checkout:
+    """The repository at ``commit``, from the cache or fetched into it (see :func:`_checkout`).
+
+    Raises:
+        DocumentError: with ``repo`` and ``commit`` set, saying why.
+    """
+    try:
+        return _checkout(repo, commit, config, cache_dir, deadline)
+    except DocumentError as exc:
+        exc.repo = exc.repo or repo
+        exc.commit = exc.commit or commit
+        raise
+
+
+def _checkout(
     repo: str,
     commit: str,
     config: RepoConfig,
@@ -375,7 +396,9 @@ def read_documents(
     seen: set[Path] = set()
     for pattern, hits in matches.items():
         if not hits:
-            raise DocumentError(f"pattern {pattern!r} matches no file at {commit[:12]}")
+            raise DocumentError(
+                f"pattern {pattern!r} matches no file at {commit[:12]}", repo=repo, commit=commit
+            )
         for hit in hits:
             if hit in seen:
                 continue
@@ -387,6 +410,27 @@ def read_documents(
                 deadline.left(f"reading {rel}")
                 out.append((rel, hit.read_text(encoding="utf-8", errors="replace")))
     return out
+
+
+def leaf_documents(
+    leaf: Leaf, config: RepoConfig, cache_dir: Path, deadline: Deadline | None = None
+) -> list[str]:
+    """The texts of the documents a knowledge leaf cites (none for a skill leaf), read by
+    :func:`read_documents` into ``cache_dir``; what generation, builds and previews feed the
+    teacher.
+
+    Raises:
+        DocumentError: as :func:`read_documents` does.
+    """
+    if leaf.kind != KNOWLEDGE or leaf.document is None:
+        return []
+    ref = leaf.document
+    return [
+        text
+        for _, text in read_documents(
+            ref.repo, ref.commit, ref.patterns, config, cache_dir, deadline
+        )
+    ]
 
 
 def check_documents(results: list[FileResult], config: RepoConfig, cache_dir: Path) -> None:
@@ -403,9 +447,7 @@ def _check_one(path: str, config: RepoConfig, cache_dir: Path) -> list[Finding]:
         raw = Path(path).read_bytes()
     except OSError:
         return []
-    text, _ = decode(raw)
-    root = compose(text)[0] if text is not None else None
-    data = construct(root)[0] if root is not None else None
+    data, root, _ = load(raw)
     if not isinstance(data, dict) or not isinstance(data.get("document"), dict):
         return []
     document = data["document"]
@@ -468,6 +510,7 @@ __all__ = [
     "check_documents",
     "checkout",
     "documents_for",
+    "leaf_documents",
     "match",
     "pattern_problem",
     "read_documents",

@@ -18,7 +18,7 @@ from pipeline.config import RepoConfig
 from pipeline.taxonomy.discover import expand
 from pipeline.taxonomy.findings import FileResult
 from pipeline.taxonomy.validate import KINDS, PROFILES, validate_path
-from pipeline.taxonomy.yamlsource import compose, construct, decode
+from pipeline.taxonomy.yamlsource import load
 
 KNOWLEDGE = "knowledge"
 GROUNDED = "grounded_skill"
@@ -144,6 +144,13 @@ def leaf_from_data(rel_path: str, data: dict[str, Any]) -> Leaf:
     )
 
 
+def leaf_from_bytes(rel_path: str, raw: bytes) -> Leaf | None:
+    """The leaf in a ``qna.yaml``'s bytes, or ``None`` when they hold no mapping. Call it on
+    files validation passed: it checks nothing itself."""
+    data = load(raw).data
+    return leaf_from_data(rel_path, data) if isinstance(data, dict) else None
+
+
 def relative_to_root(path: Path, root: Path) -> str:
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
@@ -168,10 +175,8 @@ def load_leaves(
     for f, result in zip(files, results, strict=True):
         if not result.valid:
             continue
-        text, _ = decode(Path(f).read_bytes())
-        node = compose(text)[0] if text is not None else None
-        data = construct(node)[0] if node is not None else None
-        if isinstance(data, dict):
-            leaves.append(leaf_from_data(relative_to_root(Path(f), root), data))
+        leaf = leaf_from_bytes(relative_to_root(Path(f), root), Path(f).read_bytes())
+        if leaf is not None:
+            leaves.append(leaf)
     leaves.sort(key=lambda leaf: leaf.path)
     return leaves, results

@@ -67,7 +67,7 @@ from pipeline.taxonomy.overlap_index import (
     leaf_signatures,
     shingles,
 )
-from pipeline.taxonomy.yamlsource import compose, construct, decode, json_path, locate
+from pipeline.taxonomy.yamlsource import json_path, load, locate
 
 __all__ = [
     "IndexedLeaf",
@@ -222,14 +222,8 @@ def leaf_units(leaf: Leaf, root: Node | None = None, fingerprint: str = "") -> O
 def read_leaf(rel_path: str, raw: bytes, fingerprint: str = "") -> OverlapLeaf | None:
     """A leaf's seed texts from its file bytes, or ``None`` when the file is not a readable
     qna.yaml mapping (validation reports why; overlap has nothing to add)."""
-    text, _ = decode(raw)
-    if text is None:
-        return None
-    root, _ = compose(text)
-    if root is None:
-        return None
-    data, _ = construct(root)
-    if not isinstance(data, dict):
+    data, root, _ = load(raw)
+    if root is None or not isinstance(data, dict):
         return None
     try:
         leaf = leaf_from_data(rel_path, data)

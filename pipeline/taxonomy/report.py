@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from pipeline import __version__
-from pipeline.taxonomy.findings import FileResult, Severity
+from pipeline.taxonomy.findings import FileResult, Finding, Severity
 
 FORMATS = ("text", "json", "github", "sarif")
 
@@ -39,6 +39,19 @@ def omitted_lines(result: FileResult) -> list[str]:
     ]
 
 
+def related(f: Finding) -> dict[str, object] | None:
+    """The second place a finding points at (an overlap finding's other leaf), if any."""
+    other = f.as_dict().get("related")
+    return other if isinstance(other, dict) else None
+
+
+def _see(f: Finding) -> str | None:
+    other = related(f)
+    if other is None:
+        return None
+    return f"{other.get('file')}:{other.get('line')}:{other.get('column')}"
+
+
 def render_json(results: Sequence[FileResult]) -> str:
     doc = {"files": [r.as_dict() for r in results], "summary": summary(results)}
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
@@ -62,6 +75,8 @@ def render_text(results: Sequence[FileResult], colour: bool = False) -> str:
             out.append(f"{r.path}:{f.line}:{f.column}: {sev} {f.rule}: {f.message}")
             if f.hint:
                 out.append(c(_DIM, f"    fix: {f.hint}"))
+            if (see := _see(f)) is not None:
+                out.append(c(_DIM, f"    see: {see}"))
         out.extend(f"{r.path}: {line}" for line in omitted_lines(r))
         out.append("")
     s = summary(results)
@@ -97,6 +112,8 @@ def render_github(results: Sequence[FileResult]) -> str:
                 ]
             )
             text = f.message + (f"\n{f.hint}" if f.hint else "")
+            if (see := _see(f)) is not None:
+                text += f"\nsee {see}"
             out.append(f"::{level} {props}::{_escape_data(text)}")
         if r.omitted:
             level = "error" if r.omitted_errors else "warning"
@@ -121,8 +138,25 @@ def render_sarif(results: Sequence[FileResult]) -> str:
                     "shortDescription": {"text": f.rule},
                     "helpUri": "https://github.com/labbot-dev/labbot#rules",
                 }
+            other = related(f)
+            extra: dict[str, object] = {}
+            if other is not None:
+                extra["relatedLocations"] = [
+                    {
+                        "id": 1,
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": str(other["file"]).replace("\\", "/")},
+                            "region": {
+                                "startLine": other["line"],
+                                "startColumn": other["column"],
+                            },
+                        },
+                        "message": {"text": "the leaf this one repeats"},
+                    }
+                ]
             sarif_results.append(
                 {
+                    **extra,
                     "ruleId": f.rule,
                     "ruleIndex": list(rules).index(f.rule),
                     "level": "error" if f.severity is Severity.ERROR else "warning",

@@ -24,6 +24,7 @@ from typing import Any
 from ruamel.yaml.nodes import MappingNode, Node
 
 from pipeline.config import RepoConfig
+from pipeline.taxonomy.discover import LEAF_NAME, is_candidate
 from pipeline.taxonomy.findings import MAX_PER_RULE, FileResult, Finding, Severity
 from pipeline.taxonomy.lint import lint_nodes, lint_text, lint_tokens
 from pipeline.taxonomy.rules import check_attribution, check_content, check_document
@@ -34,7 +35,7 @@ ERROR = Severity.ERROR
 WARNING = Severity.WARNING
 
 KINDS = ("knowledge", "compositional_skills", "foundational_skills")
-FILE_NAME = "qna.yaml"
+FILE_NAME = LEAF_NAME
 ATTRIBUTION = "attribution.txt"
 
 
@@ -132,7 +133,7 @@ def _validate_bytes(
 
     name = PurePath(path).name
     if name != FILE_NAME:
-        close = name.casefold() in ("qna.yaml", "qna.yml")
+        close = is_candidate(name)
         add(
             [
                 Finding(

@@ -9,6 +9,14 @@ findings, every one with a 1-based line and column:
 >>> data
 {'a': 1}
 
+:func:`load` runs the three steps in one call for every reader that needs only the outcome
+(validation, which lints between the steps, calls them one by one):
+
+>>> load(b"a: [1, 2]\\n").data
+{'a': [1, 2]}
+>>> [f.rule for f in load(b"a: [1\\n").findings]
+['yaml.syntax']
+
 Scalars are resolved with YAML 1.1 rules, as InstructLab's PyYAML loader does, so ``yes`` is a
 boolean and ``2024-05-01`` a date: the schema step then tells the contributor to quote them.
 """
@@ -20,7 +28,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ruamel.yaml.composer import ComposerError
 from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
@@ -707,3 +715,32 @@ def json_path(path: Sequence[str | int]) -> str:
     for step in path:
         out += f"[{step}]" if isinstance(step, int) else f".{step}"
     return out or "."
+
+
+class Loaded(NamedTuple):
+    """What :func:`load` read from a file's bytes."""
+
+    #: The plain data; ``None`` for an empty file and whenever a step failed.
+    data: Any
+    #: The located node tree (``None`` when the text could not be decoded or parsed, or is
+    #: empty), for pointing findings at lines.
+    root: Node | None
+    #: Every step's findings, in order, warnings included.
+    findings: list[Finding]
+
+    @property
+    def errors(self) -> list[Finding]:
+        """The findings that make the data unusable."""
+        return [f for f in self.findings if f.severity is ERROR]
+
+
+def load(raw: bytes) -> Loaded:
+    """Decode, compose and construct ``raw``, stopping at the first step that fails."""
+    text, findings = decode(raw)
+    if text is None:
+        return Loaded(None, None, findings)
+    root, more = compose(text)
+    if root is None:
+        return Loaded(None, None, findings + more)
+    data, more_still = construct(root)
+    return Loaded(data, root, findings + more + more_still)

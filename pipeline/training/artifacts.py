@@ -125,6 +125,8 @@ def report_markdown(
         f"samples, kept {gen_totals.get('kept', 0)}.",
         f"Phase 1: {counts.get('phase1', 0)} samples; phase 2: {counts.get('phase2', 0)} samples; "
         f"{counts.get('held_out', 0)} held-out seed questions.",
+        f"Dropped {counts.get('dropped_held_out', 0)} training samples that repeated a held-out "
+        "question (no leakage into evaluation; per leaf below).",
         "",
         f"**{improved} of {len(table)} leaves** score better after phase 2 than the base model.",
         "",
@@ -149,12 +151,13 @@ def report_markdown(
     parts += [
         "## Data per leaf",
         "",
-        "| leaf | seeds | generated | held out |",
-        "|---|---|---|---|",
+        "| leaf | seeds | generated | held out | dropped (copies of held-out questions) |",
+        "|---|---|---|---|---|",
     ]
     for leaf, c in (counts.get("per_leaf") or {}).items():
         parts.append(
-            f"| `{leaf}` | {c.get('seed', 0)} | {c.get('generated', 0)} | {c.get('held_out', 0)} |"
+            f"| `{leaf}` | {c.get('seed', 0)} | {c.get('generated', 0)} | {c.get('held_out', 0)} "
+            f"| {c.get('dropped_held_out', 0)} |"
         )
     return "\n".join(parts) + "\n"
 

@@ -26,22 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RepoConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import BuildError as BuildError  # re-exported for callers
+from pipeline.errors import RunDirectoryInUse as RunDirectoryInUse
 from pipeline.redact import redact_config, strip_credentials
-from pipeline.taxonomy.findings import FileResult
-from pipeline.taxonomy.leaves import KNOWLEDGE, Leaf, load_leaves
+from pipeline.taxonomy.leaves import Leaf, load_leaves
 from pipeline.training import distributed
 from pipeline.training import evaluate as ev
+from pipeline.training.config import BuildConfig
 
 Log = Callable[[str], None]
-
-
-class BuildError(PipelineError):
-    """A stage cannot run; the message says why and what to do."""
-
-    def __init__(self, message: str, results: list[FileResult] | None = None) -> None:
-        super().__init__(message)
-        self.results = results or []
 
 
 def _hash(data: Any) -> str:
@@ -123,7 +116,7 @@ class Build:
         self,
         root: Path,
         repo_config: RepoConfig,
-        cfg: dict[str, Any],
+        cfg: BuildConfig,
         run_dir: Path,
         cache_dir: Path,
         *,
@@ -194,61 +187,55 @@ class Build:
             self.progress = None
         d.on_rank_zero("preparing the run directory", self._prepare_run_dir)
         started = time.monotonic()
-        v = self._stage("validate", _hash([self.cfg, self._tree_hash()]), self.validate)
+        v = self._stage("validate", _hash([self.cfg.as_dict(), self._tree_hash()]), self.validate)
         g = self._stage(
             "generate",
-            _hash([v["leaves_hash"], strip_credentials(self.cfg["teacher"]), self.cfg["generate"]]),
+            _hash(
+                [v["leaves_hash"], strip_credentials(self.cfg.teacher), asdict(self.cfg.generate)]
+            ),
             self.generate,
         )
         m = self._stage(
-            "mix", _hash([g["outputs_hash"], self.cfg["mix"], self.cfg["system_prompt"]]), self.mix
+            "mix",
+            _hash([g["outputs_hash"], asdict(self.cfg.mix), self.cfg.system_prompt]),
+            self.mix,
         )
         base = self.student_dir()
         p1 = self._stage(
             "phase1",
-            _hash([m["phase1_hash"], self.cfg["phase1"], str(base)]),
+            _hash([m["phase1_hash"], asdict(self.cfg.phase1), str(base)]),
             lambda: self.train("phase1", base),
             every_rank=True,
         )
         p1_model = Path(p1["final_dir"])
         p2 = self._stage(
             "phase2",
-            _hash([m["phase2_hash"], self.cfg["phase2"], p1["final_hash"]]),
+            _hash([m["phase2_hash"], asdict(self.cfg.phase2), p1["final_hash"]]),
             lambda: self.train("phase2", p1_model),
             every_rank=True,
         )
         e = self._stage(
             "evaluate",
-            _hash([p2["final_hash"], p1["final_hash"], m["held_out_hash"], self.cfg["eval"]]),
+            _hash([p2["final_hash"], p1["final_hash"], m["held_out_hash"], asdict(self.cfg.eval)]),
             lambda: self.evaluate(base, p1_model, Path(p2["final_dir"])),
         )
         self._stage(
             "artifacts", _hash([e, p2["final_hash"]]), lambda: self.artifacts(v, g, m, p1, p2, e)
         )
         seconds = time.monotonic() - started
-        return d.on_rank_zero("manifest", lambda: self._write_manifest(v, g, m, p1, p2, e, seconds))
+
+        def write_manifest() -> dict[str, Any]:
+            manifest = self.manifest(v, g, m, p1, p2, e, seconds)
+            _write_json(self.run / "manifest.json", manifest)
+            return manifest
+
+        return d.on_rank_zero("manifest", write_manifest)
 
     def _prepare_run_dir(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
         if not self.resume and any(self.run.iterdir()):
-            raise BuildError(
-                f"{self.run} is not empty: pass --resume to continue it, or another --out"
-            )
-        _write_json(self.run / "config.resolved.json", redact_config(self.cfg))
-
-    def _write_manifest(
-        self,
-        v: dict[str, Any],
-        g: dict[str, Any],
-        m: dict[str, Any],
-        p1: dict[str, Any],
-        p2: dict[str, Any],
-        e: dict[str, Any],
-        seconds: float,
-    ) -> dict[str, Any]:
-        manifest = self.manifest(v, g, m, p1, p2, e, seconds)
-        _write_json(self.run / "manifest.json", manifest)
-        return manifest
+            raise RunDirectoryInUse(self.run)
+        _write_json(self.run / "config.resolved.json", redact_config(self.cfg.as_dict()))
 
     def _tree_hash(self) -> str:
         digest = hashlib.sha256()
@@ -278,41 +265,23 @@ class Build:
             self.leaves, _ = load_leaves(self.root, self.repo_config, profile="tree")
 
     def generate(self) -> dict[str, Any]:
-        from pipeline.sdg.generate import GenerateConfig, generate_leaves, write_outputs
+        from pipeline.sdg.generate import generate_leaves, write_outputs
         from pipeline.sdg.teacher import make_teacher
-        from pipeline.taxonomy.documents import read_documents
+        from pipeline.taxonomy.documents import leaf_documents
 
         self._ensure_leaves()
-        g = self.cfg["generate"]
-        gcfg = GenerateConfig(
-            samples=g.get("samples", 8),
-            critic=g.get("critic", True),
-            max_tokens=g.get("max_tokens", 160),
-            temperature=g.get("temperature", 0.7),
-            seed=self.cfg["seed"],
-        )
+        gcfg = self.cfg.generate_config()
         teacher = make_teacher(
-            self.cfg["teacher"],
+            self.cfg.teacher,
             cache_dir=self.cache,
-            concurrency=self.cfg["teacher_concurrency"],
-            context_window=self.cfg["teacher_context_window"],
+            concurrency=self.cfg.teacher_concurrency,
+            context_window=self.cfg.teacher_context_window,
             api_key=self.teacher_api_key,
         )
-        work: list[tuple[Leaf, list[str]]] = []
-        for leaf in self.leaves:
-            docs: list[str] = []
-            if leaf.kind == KNOWLEDGE and leaf.document is not None:
-                docs = [
-                    t
-                    for _, t in read_documents(
-                        leaf.document.repo,
-                        leaf.document.commit,
-                        leaf.document.patterns,
-                        self.repo_config,
-                        self.cache / "documents",
-                    )
-                ]
-            work.append((leaf, docs))
+        work: list[tuple[Leaf, list[str]]] = [
+            (leaf, leaf_documents(leaf, self.repo_config, self.cache / "documents"))
+            for leaf in self.leaves
+        ]
         self.log(f"  generate: {len(work)} leaves with teacher {teacher.identity}")
         try:
             results = generate_leaves(
@@ -334,15 +303,15 @@ class Build:
 
         self._ensure_leaves()
         generated = _read_json(self.run / "generate" / "kept.json")
-        m = self.cfg["mix"]
+        m = self.cfg.mix
         result = mix(
             self.leaves,
             generated,
             MixConfig(
-                replay_fraction=m.get("replay_fraction", 0.3),
-                skill_cap=m.get("skill_cap", 0),
-                seed=self.cfg["seed"],
-                system_prompt=self.cfg["system_prompt"],
+                replay_fraction=m.replay_fraction,
+                skill_cap=m.skill_cap,
+                seed=self.cfg.seed,
+                system_prompt=self.cfg.system_prompt,
             ),
         )
         folder = self.run / "mix"
@@ -359,7 +328,7 @@ class Build:
         }
 
     def student_dir(self) -> Path:
-        student = self.cfg["student"]
+        student = self.cfg.student
         if student == "embedded":
             from pipeline.embedded import model_dir
 
@@ -376,22 +345,7 @@ class Build:
 
         data = _read_jsonl(self.run / "mix" / f"{phase}.jsonl")
         held = _read_jsonl(self.run / "mix" / "held_out.jsonl")
-        held_records = [
-            {
-                "messages": [
-                    {"role": "system", "content": self.cfg["system_prompt"]},
-                    {
-                        "role": "user",
-                        "content": f"{h['context']}\n\n{h['question']}"
-                        if h.get("context")
-                        else h["question"],
-                    },
-                    {"role": "assistant", "content": h["answer"]},
-                ],
-                "unmask": False,
-            }
-            for h in held
-        ]
+        held_records = [ev.held_out_record(h, self.cfg.system_prompt) for h in held]
         if not data:
             self.log(f"  {phase}: no data for this phase; the model passes through unchanged")
             return {
@@ -400,9 +354,7 @@ class Build:
                 "skipped": True,
                 "history": [],
             }
-        params = dict(self.cfg[phase])
-        params.setdefault("seed", self.cfg["seed"])
-        cfg = TrainConfig(**params)
+        cfg = TrainConfig(**self.cfg.phase(phase).train_params(self.cfg.seed))
         result = train_phase(
             cfg,
             init,
@@ -444,7 +396,7 @@ class Build:
 
     def evaluate(self, base: Path, p1: Path, p2: Path) -> dict[str, Any]:
         held = _read_jsonl(self.run / "mix" / "held_out.jsonl")
-        e = self.cfg["eval"]
+        e = self.cfg.eval
         models = {"base": base, "phase1": p1, "phase2": p2}
         answers: dict[str, list[dict[str, Any]]] = {}
         scores: dict[str, dict[str, dict[str, float]]] = {}
@@ -453,9 +405,9 @@ class Build:
             got = ev.evaluate_model(
                 path,
                 held,
-                system_prompt=self.cfg["system_prompt"],
-                max_new_tokens=e.get("max_new_tokens", 64),
-                batch_size=e.get("batch_size", 8),
+                system_prompt=self.cfg.system_prompt,
+                max_new_tokens=e.max_new_tokens,
+                batch_size=e.batch_size,
             )
             answers[name] = [asdict(a) for a in got]
             scores[name] = ev.per_leaf(got)
@@ -483,8 +435,8 @@ class Build:
         answers = _read_json(self.run / "eval" / "answers.json")
         commit = taxonomy_commit(self.root)
         base_name = (
-            self.cfg["student"]
-            if self.cfg["student"] != "embedded"
+            self.cfg.student
+            if self.cfg.student != "embedded"
             else "HuggingFaceTB/SmolLM2-135M-Instruct"
         )
         png = artifacts.loss_png(
@@ -533,7 +485,7 @@ class Build:
             "labbot_build": 1,
             "taxonomy": {"root": str(self.root), **taxonomy_commit(self.root)},
             "leaves": v.get("leaves", []),
-            "config": self.cfg,
+            "config": redact_config(self.cfg.as_dict()),
             "data": {"hashes": data_hashes, "counts": m["counts"], "generation": g.get("summary")},
             "teacher": g.get("teacher"),
             "model": {"dir": str(self.run / "model"), "phase2_hash": p2.get("final_hash")},

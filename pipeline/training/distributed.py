@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from pipeline.errors import PipelineError
+from pipeline.errors import BuildError
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ CONTROL_TIMEOUT = timedelta(hours=48)
 _control: Any = None  # the gloo group for waiting and for sharing small Python objects
 
 
-class RankFailed(PipelineError):
+class RankFailed(BuildError):
     """A rank of a multi-process run failed; the message names the rank and the stage."""
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pipeline.training.packing import Tokenized, tokenize
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -130,8 +132,53 @@ def compare(models: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, An
 # -- running a model ---------------------------------------------------------------------------
 
 
-def _prompt(question: str, context: str) -> str:
-    return f"{context}\n\n{question}" if context else question
+def held_out_record(held: Mapping[str, Any], system_prompt: str) -> dict[str, Any]:
+    """A held-out question and its reference answer as a chat record, written the way the mix
+    stage writes training records (the context, if any, before the question; no system turn when
+    the prompt is empty). Training scores checkpoints on these records and evaluation scores the
+    reference answer on the same ones, so both speak of the same tokens.
+
+    >>> held_out_record({"question": "Why?", "answer": "So.", "context": "C"}, "")["messages"]
+    [{'role': 'user', 'content': 'C\\n\\nWhy?'}, {'role': 'assistant', 'content': 'So.'}]
+    """
+    context = held.get("context") or ""
+    user = f"{context}\n\n{held['question']}" if context else str(held["question"])
+    messages = [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": str(held["answer"])},
+    ]
+    if system_prompt:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return {"messages": messages, "unmask": False}
+
+
+#: Evaluation never cuts or drops a reference answer, however long.
+_NO_LIMIT = 1 << 30
+#: The reference loss reported when a sample has nothing to score or the loss is not finite.
+NO_LOSS = 99.0
+
+
+def reference_sample(tokenizer: Any, held: Mapping[str, Any], system_prompt: str) -> Tokenized:
+    """The held-out record tokenised by the training code: the student's chat template, labels on
+    the assistant's answer (and the end-of-turn token that closes it) only."""
+    sample = tokenize(held_out_record(held, system_prompt), tokenizer, _NO_LIMIT)
+    assert isinstance(sample, Tokenized)  # no limit: never TooLong
+    return sample
+
+
+def reference_losses(model: Any, samples: Sequence[Tokenized], device: str = "cpu") -> list[float]:
+    """Mean loss per trained token of each sample, each packed alone into one row and scored by
+    the training loss (:func:`pipeline.training.loss.evaluate_loss`, full logits)."""
+    from pipeline.training.distributed import Dist
+    from pipeline.training.loss import PackedLoss, evaluate_loss
+
+    module = PackedLoss(model, None)
+    dist = Dist(device=device)
+    losses = []
+    for sample in samples:
+        value = evaluate_loss(module, [sample], len(sample), dist) if sample.n_loss_tokens else None
+        losses.append(value if value is not None and math.isfinite(value) else NO_LOSS)
+    return losses
 
 
 def evaluate_model(
@@ -155,16 +202,10 @@ def evaluate_model(
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
 
-    def chat(question: str, context: str) -> list[dict[str, str]]:
-        msgs = [{"role": "user", "content": _prompt(question, context)}]
-        if system_prompt:
-            msgs.insert(0, {"role": "system", "content": system_prompt})
-        return msgs
-
     prompts = [
         str(
             tokenizer.apply_chat_template(
-                chat(h["question"], h.get("context", "")),
+                held_out_record(h, system_prompt)["messages"][:-1],
                 add_generation_prompt=True,
                 tokenize=False,
             )
@@ -188,27 +229,9 @@ def evaluate_model(
             )
             for row in out[:, batch["input_ids"].shape[1] :]:
                 answers.append(str(tokenizer.decode(row, skip_special_tokens=True)).strip())
-        losses = [
-            _reference_loss(model, tokenizer, prompt, h["answer"], device)
-            for prompt, h in zip(prompts, held_out, strict=True)
-        ]
+    samples = [reference_sample(tokenizer, h, system_prompt) for h in held_out]
+    losses = reference_losses(model, samples, device)
     return [
         Answer(h["leaf"], h["kind"], h["question"], h["answer"], a, rouge_l(a, h["answer"]), loss)
         for h, a, loss in zip(held_out, answers, losses, strict=True)
     ]
-
-
-def _reference_loss(model: Any, tokenizer: Any, prompt: str, reference: str, device: str) -> float:
-    """Mean negative log-likelihood per token of ``reference`` (and end of turn) after
-    ``prompt``."""
-    import torch
-
-    prefix = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    target = tokenizer(reference, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        target = target + [tokenizer.eos_token_id]
-    ids = torch.tensor([prefix + target], device=device)
-    labels = torch.tensor([[-100] * len(prefix) + target], device=device)
-    loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-    value = float(loss)
-    return value if math.isfinite(value) else 99.0

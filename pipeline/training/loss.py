@@ -180,13 +180,15 @@ def evaluate_loss(
     d: Dist,
     autocast: bool = False,
 ) -> float | None:
-    """Mean loss per trained token over ``samples`` (None when there are none)."""
+    """Mean loss per trained token over ``samples`` (None when there are none), in eval mode;
+    the module is left in the mode it was in."""
     if not samples:
         return None
     device = torch.device(d.device)
     rows = pack(samples, micro_batch_tokens)
     mine = rows[d.rank :: d.world]
     mine += [_masked(rows[0])] * (math.ceil(len(rows) / d.world) - len(mine))
+    training = module.training
     module.eval()
     total = torch.zeros((), device=device)
     with torch.no_grad(), autocast_context(device, autocast):
@@ -194,7 +196,7 @@ def evaluate_loss(
             inputs = row_tensors(row, device)
             loss_sum, _ = module(**inputs, **attention_kwargs(row, device, module))
             total += loss_sum.float()
-    module.train()
+    module.train(training)
     tokens = sum(r.n_loss_tokens for r in rows)
     return sum_over_ranks(total, d) / max(tokens, 1)
 

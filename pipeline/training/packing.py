@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import BuildError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -28,7 +28,7 @@ IGNORE = -100
 """Label value for positions without loss (role headers, system prompts, masked users, padding)."""
 
 
-class ChatTemplateError(PipelineError):
+class ChatTemplateError(BuildError):
     """The student's tokenizer cannot render a sample in a way we can find the trained spans in."""
 
 

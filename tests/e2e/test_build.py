@@ -5,6 +5,7 @@ and resume. The full-size build with the real model is `benchmarks/build_sample.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.training import config as buildconfig
-from pipeline.training.build import Build, BuildError
+from pipeline.training.build import Build, BuildError, RunDirectoryInUse
 from tests.support.builds import TINY
 from tests.support.models import EMBEDDED_CACHE, tiny_student
 from tests.support.scripted_teacher import scripted
@@ -103,7 +104,7 @@ def test_resume_skips_finished_stages_and_rerun_needs_resume(
     config = load_config(ROOT / ".github" / "labbot.yml")
     logs: list[str] = []
     with ScriptedTeacherServer(scripted, concurrency=4) as server:
-        cfg = dict(built["cfg"], teacher=built["url"])
+        cfg = dataclasses.replace(built["cfg"], teacher=built["url"])
         build = Build(
             ROOT / "taxonomy", config, cfg, copy, built["cache"], resume=True, log=logs.append
         )
@@ -112,7 +113,7 @@ def test_resume_skips_finished_stages_and_rerun_needs_resume(
     skipped = [line for line in logs if "skipped" in line]
     assert len(skipped) == 6 and any(line.startswith("artifacts: running") for line in logs)
     assert (copy / "manifest.json").is_file()
-    with pytest.raises(BuildError, match="--resume"):
+    with pytest.raises(RunDirectoryInUse, match="is not empty"):
         Build(ROOT / "taxonomy", config, cfg, copy, built["cache"]).run_all()
 
 
@@ -137,7 +138,7 @@ def test_build_config_rejects_unknown_keys_and_types() -> None:
 
     with pytest.raises(ConfigError, match="phase1.epoch"):
         buildconfig.resolve({"phase1": {"epoch": 3}})
-    with pytest.raises(ConfigError, match="'generate.samples' must be int"):
+    with pytest.raises(ConfigError, match="'generate.samples' must be a whole number"):
         buildconfig.resolve({"generate": {"samples": "many"}})
     assert buildconfig.load(
         ROOT / "pipeline" / "training" / "configs" / "default.yaml"

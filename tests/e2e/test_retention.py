@@ -12,7 +12,7 @@ import pytest
 from bot.app import purge_expired
 from bot.errors import SettingsError
 from bot.settings import from_env
-from bot.state.jobs import JobSpec
+from bot.state.jobs import JobKind, JobSpec
 from bot.state.sqlite_queue import JobQueue
 from tests.support.app import Server, settings_for, wait_for
 from tests.support.fakegithub import FakeGitHub, Setup
@@ -28,8 +28,8 @@ class Clock:
         return self.now
 
 
-def spec(pr: int, sha: str, kind: str = "validate") -> JobSpec:
-    return JobSpec(kind, "org/taxonomy", pr, sha, 1, {})
+def spec(pr: int, sha: str, kind: JobKind = JobKind.VALIDATE) -> JobSpec:
+    return JobSpec.for_commit(kind, "org/taxonomy", pr, sha, 1)
 
 
 def rows(path: Path, table: str) -> list[tuple[object, ...]]:

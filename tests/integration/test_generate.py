@@ -187,4 +187,4 @@ def test_cli_generate_end_to_end_and_unreachable_teacher(
             "--no-cache",
         ]
     )
-    assert down.code == 1 and "127.0.0.1:9" in down.err and "Traceback" not in down.err
+    assert down.code == 3 and "127.0.0.1:9" in down.err and "Traceback" not in down.err

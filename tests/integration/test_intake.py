@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from bot.intake import DeliveryWriter
-from bot.state.jobs import DeliveryRecord, JobSpec
+from bot.state.jobs import DeliveryRecord, JobKind, JobSpec
 from bot.state.sqlite_queue import JobQueue
 
 
 def record(n: int, pr: int | None = None) -> DeliveryRecord:
-    jobs = () if pr is None else (JobSpec("validate", "o/r", pr, f"{pr:040d}", 1),)
+    jobs = () if pr is None else (JobSpec.for_commit(JobKind.VALIDATE, "o/r", pr, f"{pr:040d}", 1),)
     return DeliveryRecord(f"d-{n}", "pull_request", "opened", jobs)
 
 
@@ -52,7 +52,9 @@ def test_a_bad_delivery_fails_alone_and_a_failed_commit_fails_its_batch(tmp_path
 
     queue = Broken(tmp_path / "q.sqlite3")
     writer = DeliveryWriter(queue)
-    bad = DeliveryRecord("d-bad", "ping", None, (JobSpec("x", "o/r", 1, "s", 1, {"o": {1}}),))
+    bad = DeliveryRecord(
+        "d-bad", "ping", None, (JobSpec(JobKind.RECOVER, "o/r", 1, 1, "s", payload={"o": {1}}),)
+    )
 
     async def mixed() -> list[object]:
         return await asyncio.gather(

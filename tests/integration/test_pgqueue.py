@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.state.jobs import DeliveryRecord, JobSpec
+from bot.state.jobs import DeliveryRecord, JobKind, JobSpec
 from bot.state.ledger import BuildLedger
 from bot.state.postgres.ledger import PgBuildLedger
 from bot.state.postgres.pool import PgLocks, migrations, open_pool
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spec(pr: int = 1, sha: str = "a" * 40, repo: str = "octo/taxonomy") -> JobSpec:
-    return JobSpec("validate", repo, pr, sha, 42, {})
+    return JobSpec.for_commit(JobKind.VALIDATE, repo, pr, sha, 42)
 
 
 def test_migrations_run_once_under_concurrent_starts_and_a_newer_schema_is_refused(
@@ -59,7 +59,7 @@ def test_migrations_run_once_under_concurrent_starts_and_a_newer_schema_is_refus
 
 
 def test_a_record_the_server_refuses_is_isolated_and_leaves_nothing_behind(pg_url: str) -> None:
-    nul = JobSpec("validate", "octo/\x00evil", 2, "b" * 40, 42, {})
+    nul = JobSpec.for_commit(JobKind.VALIDATE, "octo/\x00evil", 2, "b" * 40, 42)
     with PgJobQueue(pg_url) as q:
         results = q.record_deliveries(
             [
@@ -76,7 +76,9 @@ def test_a_record_the_server_refuses_is_isolated_and_leaves_nothing_behind(pg_ur
             q.record_delivery("d-4", "pull_request", "opened", [spec(pr=4), nul])
         assert not q.delivery_seen("d-4")
         # ... and a NUL inside the payload is only JSON text: it is kept, not refused.
-        payload = JobSpec("command:1", "octo/taxonomy", 5, "c" * 40, 42, {"body": "a\x00b"})
+        payload = JobSpec(
+            JobKind.COMMAND, "octo/taxonomy", 5, 42, "", group="1", payload={"body": "a\x00b"}
+        )
         assert q.record_delivery("d-5", "issue_comment", "created", [payload])
         leased = [q.lease("w") for _ in range(4)]
         assert sorted(j.spec.pr or 0 for j in leased if j) == [1, 3, 5]

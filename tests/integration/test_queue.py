@@ -23,7 +23,17 @@ from typing import Any
 import pytest
 
 from bot.state import Queue, open_queue
-from bot.state.jobs import DEAD, DONE, LEASED, LOST, PENDING, SUPERSEDED, DeliveryRecord, JobSpec
+from bot.state.jobs import (
+    DEAD,
+    DONE,
+    LEASED,
+    LOST,
+    PENDING,
+    SUPERSEDED,
+    DeliveryRecord,
+    JobKind,
+    JobSpec,
+)
 from bot.state.sqlite_queue import SCHEMA_VERSION, JobQueue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +64,7 @@ def spec(
     repo: str = "octo/taxonomy",
     **payload: Any,
 ) -> JobSpec:
-    return JobSpec(
-        kind=kind, repo=repo, pr=pr, head_sha=sha, installation_id=42, payload=dict(payload)
-    )
+    return JobSpec.for_commit(JobKind(kind), repo, pr, sha, 42, dict(payload))
 
 
 @pytest.fixture
@@ -182,7 +190,7 @@ def test_record_delivery_is_one_transaction(db: Path, clock: FakeClock) -> None:
     q = Exploding(db, clock=clock)
     try:
         with pytest.raises(OSError):
-            q.record_delivery("d-1", "pull_request", "synchronize", [spec(), spec(kind="x")])
+            q.record_delivery("d-1", "pull_request", "synchronize", [spec(), spec(kind="preview")])
         # Neither the delivery nor the first job survived, so a redelivery is processed.
         assert not q.delivery_seen("d-1")
         assert job_rows(q) == []
@@ -193,7 +201,7 @@ def test_record_delivery_is_one_transaction(db: Path, clock: FakeClock) -> None:
 
 
 def test_unserialisable_payload_records_nothing(queue: Queue) -> None:
-    bad = JobSpec("validate", "o/r", 1, "s", None, {"when": object()})
+    bad = JobSpec.for_commit(JobKind.VALIDATE, "o/r", 1, "s", None, {"when": object()})
     with pytest.raises(ValueError, match="JSON"):
         queue.record_delivery("d-1", "pull_request", "opened", [spec(), bad])
     assert not queue.delivery_seen("d-1")
@@ -201,7 +209,7 @@ def test_unserialisable_payload_records_nothing(queue: Queue) -> None:
 
 
 def test_record_deliveries_commits_a_batch_and_isolates_a_bad_record(queue: Queue) -> None:
-    bad = JobSpec("validate", "o/r", 9, "s", None, {"when": object()})
+    bad = JobSpec.for_commit(JobKind.VALIDATE, "o/r", 9, "s", None, {"when": object()})
     results = queue.record_deliveries(
         [
             DeliveryRecord("d-1", "pull_request", "opened", (spec(pr=1),)),
@@ -267,7 +275,7 @@ def test_delivery_outcomes_in_stats(queue: Queue) -> None:
 def test_coalescing_identical_key(queue: Queue) -> None:
     first = queue.enqueue(spec(n=1))
     assert queue.enqueue(spec(n=2)) == first  # same key, pending: no new row
-    app_wide = JobSpec("recover", "", None, "", None, {})
+    app_wide = JobSpec(JobKind.RECOVER, "", None, None, "")
     assert queue.enqueue(app_wide) == queue.enqueue(app_wide)  # pr None coalesces too
     # Any other key component differing makes a new job.
     others = {
@@ -340,6 +348,73 @@ def test_superseded_leased_job_can_still_complete(queue: Queue) -> None:
     assert queue.complete(old, "w")
     assert queue.job_state(old) == DONE
     assert queue.is_superseded(old)  # the flag stays for the record
+
+
+def _status(run: int, key: str) -> JobSpec:
+    return JobSpec(JobKind.BUILD_STATUS, "octo/taxonomy", None, 42, key, group=str(run))
+
+
+def test_groups_narrow_superseding(queue: Queue) -> None:
+    # A newer state of one workflow run supersedes its older one, never another run's.
+    run_a = queue.enqueue(_status(1, "requested-1"))
+    run_b = queue.enqueue(_status(2, "requested-1"))
+    newer_a = queue.enqueue(_status(1, "completed-1"))
+    assert queue.job_state(run_a) == SUPERSEDED
+    assert queue.job_state(run_b) == PENDING and queue.job_state(newer_a) == PENDING
+    assert queue.enqueue(_status(1, "completed-1")) == newer_a  # same group and key: one job
+    # Each comment is a group of its own: a second command never supersedes a first.
+    first, second = (
+        queue.enqueue(JobSpec(JobKind.COMMAND, "octo/taxonomy", 1, 42, "", group=str(c)))
+        for c in (10, 11)
+    )
+    assert first != second and queue.job_state(first) == PENDING
+    rows = {row["id"]: (row["kind"], row["head_sha"]) for row in job_rows(queue)}
+    assert rows[newer_a] == ("build-status:1", "completed-1")  # the format rows always had
+    assert rows[second] == ("command:11", "")
+
+
+def _insert_raw(q: Queue, kind: str, key: str, now: float) -> None:
+    """A pending row as an earlier version of labbot (or another one) wrote it."""
+    values = (kind, "octo/taxonomy", 3, key, 42, "{}", now, now, now)
+    sql = (
+        "INSERT INTO jobs (kind, repo, pr, head_sha, installation_id, payload, state,"
+        " run_after, created_at, updated_at) VALUES ({0}, {0}, {0}, {0}, {0}, {0}, 'pending',"
+        " {0}, {0}, {0})"
+    )
+    if isinstance(q, JobQueue):
+        with sqlite3.connect(q.path) as conn:
+            conn.execute(sql.format("?"), values)
+        return
+    import psycopg
+
+    with psycopg.connect(q.url) as pg:
+        pg.execute(sql.format("%s").encode(), values)
+
+
+def test_stored_rows_of_every_shape_lease_back_and_unknown_kinds_are_ignored(
+    queue: Queue, clock: FakeClock
+) -> None:
+    stored = [
+        ("validate", "a" * 40),
+        ("deploy:7", "x"),  # a kind this version does not know
+        ("command:55", ""),
+        ("build-status:9", "completed-2"),
+        ("build-job:9", "12"),
+        ("recover", "1767225600"),
+    ]
+    for kind, key in stored:
+        _insert_raw(queue, kind, key, clock.now)
+    leased = [queue.lease("w") for _ in range(len(stored) + 1)]
+    specs = [(j.spec.kind, j.spec.group, j.spec.dedupe_key, j.spec.sha) for j in leased if j]
+    assert specs == [
+        (JobKind.VALIDATE, "", "a" * 40, "a" * 40),
+        (JobKind.COMMAND, "55", "", None),
+        (JobKind.BUILD_STATUS, "9", "completed-2", None),
+        (JobKind.BUILD_JOB, "9", "12", None),
+        (JobKind.RECOVER, "", "1767225600", None),
+    ]
+    unknown = next(row for row in job_rows(queue) if row["kind"] == "deploy:7")
+    assert (unknown["state"], unknown["outcome"]) == (DONE, "ignored")
 
 
 # -- leasing ------------------------------------------------------------------------------

@@ -16,7 +16,13 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from bot.state.limits import MAX_ROWS, REFUSAL_MEMORY_SECONDS, PreviewLimits
+from bot.state.limits import (
+    MAX_ROWS,
+    REFUSAL_MEMORY_SECONDS,
+    PreviewLimits,
+    preview_scopes,
+    preview_wait,
+)
 from bot.state.postgres.pool import lock_id
 
 __all__ = ["PgCommandLimits"]
@@ -86,21 +92,20 @@ class PgCommandLimits:
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(f"labbot:previews:{inst}"),))
             conn.execute("DELETE FROM preview_starts WHERE at <= %s", (since,))
-            waits = []
-            for where, args, limit in (
-                ("repo = %s AND pr = %s", (repo.lower(), pr), limits.per_pr),
-                ("installation_id = %s", (inst,), limits.per_installation),
-            ):
-                rows = conn.execute(
-                    f"SELECT at FROM preview_starts WHERE {where} AND at > %s ORDER BY at DESC"
-                    " LIMIT %s",
-                    (*args, since, max(limit, 1)),
-                ).fetchall()
-                if limit <= 0 or len(rows) >= limit:
-                    oldest = float(rows[-1][0]) if rows else now
-                    waits.append(oldest + limits.window_seconds - now)
-            if waits:
-                return max(max(waits), 1.0)
+            starts = [
+                (
+                    conn.execute(
+                        f"SELECT at FROM preview_starts WHERE {where} AND at > %s"
+                        " ORDER BY at DESC LIMIT %s",
+                        (*args, since, max(limit, 1)),
+                    ).fetchall(),
+                    limit,
+                )
+                for where, args, limit in preview_scopes(repo, pr, inst, limits, "%s")
+            ]
+            wait = preview_wait(starts, now, limits.window_seconds)
+            if wait is not None:
+                return wait
             conn.execute(
                 "INSERT INTO preview_starts (installation_id, repo, pr, at)"
                 " VALUES (%s, %s, %s, %s)",

@@ -40,11 +40,14 @@ from bot.state.jobs import (
     Job,
     JobSpec,
     QueueStats,
+    UnknownJobKind,
+    dead_specs,
     dump_payload,
     row_to_job,
-    row_to_spec,
+    spec_columns,
 )
 from bot.state.postgres.pool import open_pool, redact
+from pipeline.retry import full_jitter
 
 __all__ = ["PgJobQueue"]
 
@@ -204,11 +207,7 @@ class PgJobQueue:
             row = conn.execute(
                 "SELECT labbot_enqueue(%s, %s, %s, %s, %s, %s, %s, %s, %s, 0)",
                 (
-                    spec.kind,
-                    spec.repo,
-                    spec.pr,
-                    spec.head_sha,
-                    spec.installation_id,
+                    *spec_columns(spec),
                     payload,
                     delivery_id,
                     now,
@@ -232,7 +231,14 @@ class PgJobQueue:
                 f"SELECT {_JOB_COLUMNS} FROM labbot_lease(%s, %s, %s, %s)",
                 (worker, now, self.lease_seconds, self.max_attempts),
             ).fetchone()
-        return None if row is None else row_to_job(row)
+        if row is None:
+            return None
+        try:
+            return row_to_job(row)
+        except UnknownJobKind as exc:  # written by another version of labbot
+            log.warning("job %s of unknown kind %r ignored", row[0], exc.stored)
+            self.complete(int(row[0]), worker, "ignored")
+            return None
 
     def wait_for_work(self, timeout: float, stop: threading.Event) -> None:
         """Sleep until a job is enqueued anywhere (``NOTIFY``), ``stop`` is set, or
@@ -336,9 +342,7 @@ class PgJobQueue:
 
     def backoff(self, attempts: int) -> float:
         """See :meth:`bot.state.sqlite_queue.JobQueue.backoff`."""
-        exponent = max(attempts - 1, 0)
-        ceiling = min(self.max_backoff, self.base_backoff * 2.0 ** min(exponent, 1000))
-        return self._rng.uniform(0.0, ceiling)
+        return full_jitter(attempts, base=self.base_backoff, cap=self.max_backoff, rng=self._rng)
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -370,7 +374,7 @@ class PgJobQueue:
                 "SELECT id, kind, repo, pr, head_sha, installation_id, payload, last_error"
                 " FROM jobs WHERE state = 'dead' ORDER BY id"
             ).fetchall()
-        return [(int(r[0]), row_to_spec(r[1:7]), str(r[7] or "")) for r in rows]
+        return dead_specs(rows)
 
     def stats(self) -> QueueStats:
         now = self._clock()
@@ -439,6 +443,19 @@ class PgJobQueue:
 
 def _record_json(record: DeliveryRecord) -> dict[str, Any]:
     """The record as the JSON object ``labbot_record_deliveries`` reads."""
+    jobs = []
+    for spec in record.jobs:
+        kind, repo, pr, key, inst = spec_columns(spec)
+        jobs.append(
+            {
+                "kind": kind,
+                "repo": repo,
+                "pr": pr,
+                "head_sha": key,
+                "installation_id": inst,
+                "payload": dump_payload(spec),
+            }
+        )
     return {
         "id": record.delivery_id,
         "event": record.event,
@@ -446,15 +463,5 @@ def _record_json(record: DeliveryRecord) -> dict[str, Any]:
         "window": float(record.coalesce_done_within),
         # A refused delivery's reason (None for an accepted one).
         "outcome": record.outcome,
-        "jobs": [
-            {
-                "kind": spec.kind,
-                "repo": spec.repo,
-                "pr": spec.pr,
-                "head_sha": spec.head_sha,
-                "installation_id": spec.installation_id,
-                "payload": dump_payload(spec),
-            }
-            for spec in record.jobs
-        ],
+        "jobs": jobs,
     }

@@ -88,9 +88,15 @@ def make_teacher(
     Neither applies to the embedded model.
     """
     if concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, not {concurrency}")
+        raise UsageError(
+            f"the teacher's concurrency must be at least 1, not {concurrency}",
+            setting="concurrency",
+        )
     if context_window is not None and context_window < 1:
-        raise UsageError(f"--context-window must be positive, not {context_window}")
+        raise UsageError(
+            f"the teacher's context window must be positive, not {context_window}",
+            setting="context_window",
+        )
     if spec == "embedded":
         from pipeline import embedded
 
@@ -105,5 +111,6 @@ def make_teacher(
         )
     raise UsageError(
         f"unknown teacher {redact(spec)!r}: use 'embedded' (the built-in SmolLM2) or the URL of an "
-        "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+        "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+        setting="teacher",
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 from pipeline.errors import UsageError
 from pipeline.redact import redact, strip_credentials, url_credentials
+from pipeline.retry import full_jitter
 
 if TYPE_CHECKING:
     import httpx
@@ -90,7 +90,8 @@ def _normalise_base_url(base_url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             f"the teacher URL {redact(base_url)!r} is not an http(s) URL; pass the base URL of "
-            "an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"
+            "an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+            setting="teacher",
         )
     url = strip_credentials(base_url).rstrip("/")
     if parts.path in ("", "/"):
@@ -299,23 +300,32 @@ class OpenAITeacher:
         return Failure(f"{last} (after {self.retries + 1} tries)")
 
     def _backoff(self, attempt: int) -> float:
-        base: float = min(_MAX_BACKOFF, self.backoff * (2**attempt))
-        return base * random.uniform(0.75, 1.25)
+        """The wait after try ``attempt`` (0-based) failed."""
+        return full_jitter(attempt + 1, base=self.backoff, cap=_MAX_BACKOFF)
 
     def _who(self) -> str:
         """The teacher as a pull request comment may name it."""
         return f"the teacher ({self.public_name})" if self.public_name else "the teacher"
 
-    def _error(self, message: str, public: str) -> TeacherError:
+    def _error(
+        self, message: str, public: str, *, status: int | None = None, problem: str = "failed"
+    ) -> TeacherError:
         """A TeacherError whose operator message is cleaned of every secret labbot knows."""
-        return TeacherError(redact(message, self._secrets), public)
+        return TeacherError(
+            redact(message, self._secrets),
+            public,
+            base_url=self.base_url,
+            status=status,
+            problem=problem,
+        )
 
     def _gave_up(self, exc: _Retry) -> TeacherError:
         if exc.kind == "unreachable":
             return self._error(
-                f"cannot reach the teacher at {self.base_url}: {exc.what}; start it "
-                "or pass --teacher embedded",
+                f"cannot reach the teacher at {self.base_url}: {exc.what}; start it, "
+                "or use the embedded teacher",
                 f"{self._who()} cannot be reached",
+                problem="unreachable",
             )
         if exc.kind == "timeout":
             public = f"{self._who()} did not answer in time"
@@ -325,9 +335,11 @@ class OpenAITeacher:
             public = f"{self._who()} keeps failing"
         return self._error(
             f"the teacher at {self.base_url} keeps failing: {exc.what} "
-            f"({self.retries + 1} tries); check the server's log, or lower "
-            "--concurrency if it is overloaded",
+            f"({self.retries + 1} tries); check the server's log, or send fewer requests "
+            "at once if it is overloaded",
             public,
+            status=exc.status or None,
+            problem="overloaded",
         )
 
     def _send(
@@ -351,8 +363,10 @@ class OpenAITeacher:
                 raise _Overflow(message)
             raise self._error(
                 f"the teacher at {self.base_url} refused a chat request with HTTP "
-                f"{response.status_code}: {message}; check --teacher and the server's model",
+                f"{response.status_code}: {message}; check the teacher URL and the server's model",
                 f"{self._who()} refused a request (HTTP {response.status_code})",
+                status=response.status_code,
+                problem="refused",
             )
         data = self._json(response, "/chat/completions")
         try:
@@ -368,6 +382,7 @@ class OpenAITeacher:
                 f"the teacher at {self.base_url} answered nonsense: no choices[0].message.content "
                 f"in {_snippet(response.text)!r} ({exc}); is it an OpenAI-compatible server?",
                 f"{self._who()} answered something that is not a chat completion",
+                problem="not-openai",
             ) from None
         if not isinstance(usage, dict):
             usage = {}
@@ -407,6 +422,7 @@ class OpenAITeacher:
                 raise self._error(
                     f"cannot talk to the teacher at {self.base_url}: {exc}",
                     f"cannot talk to {self._who()}",
+                    problem="unreachable",
                 ) from None
             finally:
                 self.stats.add(busy_seconds=time.monotonic() - start)
@@ -421,12 +437,16 @@ class OpenAITeacher:
                 f"the teacher at {self.base_url} rejected the credentials (HTTP "
                 f"{response.status_code}): pass the right API key (LABBOT_TEACHER_API_KEY)",
                 f"{self._who()} rejected labbot's credentials (HTTP {response.status_code})",
+                status=response.status_code,
+                problem="credentials",
             )
         if response.status_code == 404:
             raise self._error(
                 f"the teacher at {self.base_url} has no {urlsplit(url).path} (HTTP 404); the "
                 "teacher URL should be the base of an OpenAI-compatible API, usually ending in /v1",
                 f"{self._who()} does not serve the OpenAI API labbot needs (HTTP 404)",
+                status=404,
+                problem="not-openai",
             )
         return response
 
@@ -438,6 +458,8 @@ class OpenAITeacher:
                 f"the teacher at {self.base_url} answered nonsense to {what}: "
                 f"{_snippet(response.text)!r} is not JSON; is it an OpenAI-compatible server?",
                 f"{self._who()} answered something that is not JSON",
+                status=response.status_code,
+                problem="not-openai",
             ) from None
 
     def _error_message(self, response: httpx.Response) -> str:
@@ -496,6 +518,8 @@ class OpenAITeacher:
                 f"the teacher at {self.base_url} answered HTTP {response.status_code} to "
                 f"GET /models: {self._error_message(response)}",
                 f"{self._who()} refused to list its models (HTTP {response.status_code})",
+                status=response.status_code,
+                problem="refused",
             )
         data = self._json(response, "GET /models")
         entries = data.get("data") if isinstance(data, dict) else None
@@ -506,6 +530,7 @@ class OpenAITeacher:
                 f"the teacher at {self.base_url} answered nonsense to GET /models: "
                 f"{_snippet(response.text)!r}; is it an OpenAI-compatible server?",
                 f"{self._who()} answered something that is not a model list",
+                problem="not-openai",
             )
         if not entries:
             raise self._error(
@@ -538,7 +563,7 @@ class OpenAITeacher:
             return trained
         log.warning(
             "the teacher at %s does not say how long its context is; assuming %d tokens "
-            "(pass --context-window to set it)",
+            "(set the teacher's context window to override)",
             self.base_url,
             DEFAULT_CONTEXT_WINDOW,
         )

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
-from pipeline.errors import PipelineError, UsageError
+from pipeline.errors import ServiceError, UsageError
 
 Messages = Sequence[Mapping[str, str]]
 """One chat: a list of ``{"role": ..., "content": ...}`` messages."""
@@ -96,17 +96,38 @@ class TeacherStats:
             return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
 
-class TeacherError(PipelineError):
+class TeacherError(ServiceError):
     """The teacher is unreachable, refuses requests, or answers nonsense; the run cannot go on.
 
     ``str(error)`` is for the operator (CLI output, the App's log): it names the teacher's
     address, never its credentials. ``public`` is the same failure said for a pull request
     comment: it names the teacher's model, never its address, and quotes nothing the server said.
+
+    Context for whoever renders it: ``base_url`` (credentials already stripped), ``status`` (the
+    HTTP status, when the teacher answered one) and ``problem``, one of :data:`PROBLEMS`.
     """
 
-    def __init__(self, message: str, public: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        public: str | None = None,
+        *,
+        base_url: str | None = None,
+        status: int | None = None,
+        problem: str = "failed",
+    ) -> None:
         super().__init__(message)
         self.public = public or "the teacher failed"
+        self.base_url = base_url
+        self.status = status
+        self.problem = problem if problem in PROBLEMS else "failed"
+
+
+#: What went wrong with a teacher, for choosing advice: no connection; repeated server errors or
+#: timeouts; a request refused; credentials refused; not an OpenAI-compatible API; anything else.
+PROBLEMS = frozenset(
+    {"unreachable", "overloaded", "refused", "credentials", "not-openai", "failed"}
+)
 
 
 @runtime_checkable

@@ -44,6 +44,9 @@ from .state import (
 if TYPE_CHECKING:
     from .server import FakeGitHub
 
+#: Entries of one Git Trees answer; GitHub truncates a recursive listing beyond 100,000.
+TREE_ENTRIES_MAX = 100_000
+
 
 class Endpoints:
     def __init__(self, fake: FakeGitHub) -> None:
@@ -89,6 +92,7 @@ class Endpoints:
             "pulls/list-files": self._list_pull_files,
             "repos/get-content": self._get_content,
             "git/get-blob": self._get_blob,
+            "git/get-tree": self._get_tree,
             "repos/get-commit": self._get_commit,
             "repos/list-pull-requests-associated-with-commit": self._pulls_for_commit,
             "checks/create": self._create_check_run,
@@ -350,6 +354,17 @@ class Endpoints:
         if data is None:
             raise HTTPError(404, "Not Found")
         return Result(200, self.render.blob(repo, wanted, data))
+
+    def _get_tree(self, ctx: Ctx) -> Result:
+        repo, wanted = ctx.repository, ctx.params["tree_sha"]
+        found = repo.git_tree(wanted)
+        if found is None:
+            raise HTTPError(404, "Not Found", documentation_url=f"{DOCS}/git/trees#get-a-tree")
+        sha, listing = found
+        if ctx.q("recursive") is None:  # any value, even 0 or false, means recursive
+            listing = [e for e in listing if "/" not in e.path]
+        truncated = len(listing) > TREE_ENTRIES_MAX
+        return Result(200, self.render.git_tree(repo, sha, listing[:TREE_ENTRIES_MAX], truncated))
 
     def _get_commit(self, ctx: Ctx) -> Result:
         repo = ctx.repository

@@ -27,9 +27,11 @@ from .state import (
     Reaction,
     Repo,
     Symlink,
+    TreeEntry,
     Workflow,
     WorkflowRun,
     blob_sha,
+    git_trees,
     iso,
 )
 
@@ -510,6 +512,27 @@ class Renderer:
             "encoding": "base64",
         }
 
+    def git_tree(
+        self, repo: Repo, sha: str, listing: list[TreeEntry], truncated: bool
+    ) -> dict[str, Any]:
+        git = f"{self.api}/repos/{repo.full_name}/git"
+        return {
+            "sha": sha,
+            "url": f"{git}/trees/{sha}",
+            "tree": [
+                {
+                    "path": e.path,
+                    "mode": e.mode,
+                    "type": e.type,
+                    "sha": e.sha,
+                    **({"size": e.size} if e.size is not None else {}),
+                    "url": f"{git}/{'blobs' if e.type == 'blob' else 'trees'}/{e.sha}",
+                }
+                for e in listing
+            ],
+            "truncated": truncated,
+        }
+
     def content_directory(
         self, repo: Repo, path: str, ref: str, tree: dict[str, bytes]
     ) -> list[dict[str, Any]]:
@@ -579,7 +602,7 @@ class Renderer:
             "email": f"{commit.author}@example.com",
             "date": iso(commit.date),
         }
-        tree_sha = hashlib.sha1(("tree" + commit.sha).encode()).hexdigest()
+        tree_sha = git_trees(commit.tree)[""][0]
         return {
             "url": f"{api}/commits/{commit.sha}",
             "sha": commit.sha,

@@ -58,6 +58,58 @@ def blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One entry of a git tree listing: ``path`` from the listed tree, ``mode`` as the API
+    writes it (``100644``, ``120000``, ``040000``), ``type`` (``blob`` or ``tree``)."""
+
+    path: str
+    mode: str
+    type: str
+    sha: str
+    size: int | None
+
+
+def git_trees(files: Mapping[str, bytes]) -> dict[str, tuple[str, list[TreeEntry]]]:
+    """Git's tree objects of a flat ``path -> content`` map, hashed as git hashes them: for the
+    root (``""``) and every folder, its tree SHA and its recursive listing (paths relative to
+    that folder, parents before children, in git's order)."""
+    nested: dict[str, Any] = {}
+    for path, data in files.items():
+        node = nested
+        *folders, name = path.split("/")
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = data
+    out: dict[str, tuple[str, list[TreeEntry]]] = {}
+
+    def visit(node: dict[str, Any], where: str) -> str:
+        # git orders entries by name, a folder's name compared as if it ended with "/"
+        names = sorted(node, key=lambda n: n + "/" if isinstance(node[n], dict) else n)
+        raw, listing = b"", []
+        for name in names:
+            value = node[name]
+            if isinstance(value, dict):
+                sha = visit(value, f"{where}{name}/")
+                raw += b"40000 " + name.encode() + b"\0" + bytes.fromhex(sha)
+                listing.append(TreeEntry(name, "040000", "tree", sha, None))
+                listing += [
+                    TreeEntry(f"{name}/{e.path}", e.mode, e.type, e.sha, e.size)
+                    for e in out[f"{where}{name}"][1]
+                ]
+            else:
+                mode = "120000" if isinstance(value, Symlink) else "100644"
+                sha = blob_sha(value)
+                raw += mode.encode() + b" " + name.encode() + b"\0" + bytes.fromhex(sha)
+                listing.append(TreeEntry(name, mode, "blob", sha, len(value)))
+        sha = hashlib.sha1(b"tree %d\0" % len(raw) + raw).hexdigest()
+        out[where.rstrip("/")] = (sha, listing)
+        return sha
+
+    visit(nested, "")
+    return out
+
+
 class Symlink(bytes):
     """A tree entry that is a symbolic link (git mode ``120000``); its bytes are the target path,
     as git stores it. Commit one with ``repo.commit({"a/qna.yaml": Symlink(b"../b/qna.yaml")})``.
@@ -629,6 +681,18 @@ class Repo:
             for data in commit.tree.values():
                 if blob_sha(data) == sha:
                     return data
+        return None
+
+    def git_tree(self, ref_or_sha: str) -> tuple[str, list[TreeEntry]] | None:
+        """A tree and its recursive listing, named by its SHA (the root or a folder of any
+        commit) or by a ref or SHA of a commit (its root tree), as the Git Trees API takes it."""
+        commit = self.resolve_ref(ref_or_sha)
+        if commit is not None and commit in self.commits:
+            return git_trees(self.tree(commit))[""]
+        for c in list(self.commits.values()):
+            for sha, listing in git_trees(c.tree).values():
+                if sha == ref_or_sha:
+                    return sha, listing
         return None
 
     def file(self, path: str, ref: str | None = None) -> bytes | None:
