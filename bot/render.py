@@ -214,6 +214,8 @@ def _overlap_cell(f: OverlapFinding, links: OverlapLinks) -> str:
         return f"looks like {markup.inline_link(name, url)} ({pct} of its seeds)"
     where = markup.inline_link(f"{name}, line {f.other_line}", url)
     noun = "context" if (f.path or "").endswith(".context") else "seed"
+    if f.by_meaning:
+        return f"this {noun} says the same as one in {where} in other words ({pct} similar)"
     return f"this {noun} repeats one in {where} ({pct} similar)"
 
 

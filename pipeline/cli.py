@@ -86,6 +86,12 @@ def add_check_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "overlap.seed, overlap.within; warnings unless the config's overlap.as_errors)",
     )
     p.add_argument(
+        "--semantic",
+        action="store_true",
+        help="with --overlap: also find seeds that repeat others in different words, by "
+        "sentence embeddings (needs the extra: pip install 'labbot[semantic]')",
+    )
+    p.add_argument(
         "--tree",
         metavar="DIR",
         help="taxonomy tree to compare with for --overlap (default: the tree the checked "
@@ -141,6 +147,8 @@ def run_check(args: argparse.Namespace) -> int:
 
         cache = Path(os.environ.get("LABBOT_CACHE_DIR", Path.home() / ".cache" / "labbot"))
         check_documents(results, config, cache / "documents")
+    if args.semantic and not args.overlap:
+        raise UsageError("--semantic is a pass of --overlap: add --overlap", setting="semantic")
     if args.overlap:
         _check_overlap(args, results, files, config)
     colour = args.fmt == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
@@ -170,13 +178,35 @@ def _check_overlap(
         found = next((r for f in files if (r := taxonomy_root_of(f)) is not None), None)
         root = found if found is not None else Path(_default_root(config))
     cache = Path(os.environ.get("LABBOT_CACHE_DIR", Path.home() / ".cache" / "labbot"))
+    from pipeline import semantic
+
+    meaning = bool(args.semantic)
+    if meaning:  # before the index: a missing extra fails fast, with the install hint
+        semantic.require()  # SemanticUnavailable (exit 2): what is missing, how to install it
+    elif config.overlap.semantic:  # the repository's switch: never breaks a local check
+        try:
+            semantic.require()
+            meaning = True
+        except semantic.SemanticUnavailable as exc:
+            sys.stderr.write(
+                f"overlap: the config's overlap.semantic is on, but {exc.missing} is not "
+                f"installed; lexical pass only (install: {semantic.INSTALL_HINT})\n"
+            )
     tree = load_tree_index(root, cache / "overlap")
-    added = check_results(results, tree, settings_from(config.overlap))
+    extra = []
+    if meaning:
+        matcher, left = semantic.tree_matcher(
+            tree.index, tree.root, cache / "semantic", config.overlap.semantic_threshold
+        )
+        extra.append(matcher)
+    added = check_results(results, tree, settings_from(config.overlap), extra)
     how = "from the cache" if tree.source == "cache" else "built"
     sys.stderr.write(
         f"overlap: index of {len(tree.index):,} leaves {how} ({tree.key[:12]}, "
         f"{tree.updated} working-tree changes, {tree.seconds:.2f} s); {added} findings\n"
     )
+    if meaning:
+        sys.stderr.write(semantic.settings_note(matcher, left) + "\n")
 
 
 def add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -53,6 +53,10 @@ class OverlapRules:
     leaf_seed_threshold: float = 0.4
     seed_threshold: float = 0.6
     within_threshold: float = 0.6
+    # The semantic pass (pipeline/semantic.py, extra labbot[semantic]): cosine similarity of
+    # sentence embeddings at which two seeds are paraphrases. Off by default.
+    semantic: bool = False
+    semantic_threshold: float = 0.72
 
 
 @dataclass(frozen=True, slots=True)

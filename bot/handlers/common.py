@@ -43,6 +43,8 @@ class Context:
     validate_seconds: float = 30.0
     #: Blobs one validation may download to bring the default branch's overlap index up to date.
     overlap_max_blobs: int = 2000
+    #: Seconds one validation may spend embedding the default branch for the semantic pass.
+    semantic_seconds: float = 60.0
     #: Cached permissions, answered refusals, preview counts; None: no caching, no limits.
     limits: Limits | None = None
     preview_limits: PreviewLimits = field(default_factory=PreviewLimits)

@@ -237,9 +237,18 @@ def check_overlap(
         if f.get("status") in ("removed", "renamed")
     ]
     store = overlap.IndexStore(ctx.cache_dir / "overlap" if ctx.cache_dir else None)
+    meaning = None
+    if config.overlap.semantic:  # vectors by blob SHA, next to the lexical index
+        meaning = overlap.Meaning(
+            ctx.cache_dir / "semantic" if ctx.cache_dir else None,
+            config.overlap.semantic_threshold,
+            ctx.semantic_seconds,
+        )
     try:
         with ctx.locks.hold(f"overlap:{repo}"):
-            base = overlap.base_tree(ctx.client, inst, repo, config, store, ctx.overlap_max_blobs)
+            base = overlap.base_tree(
+                ctx.client, inst, repo, config, store, ctx.overlap_max_blobs, meaning
+            )
     except GitHubError as exc:
         log.warning("overlap check of %s skipped: %s", repo, exc)
         why = f"GitHub answered {exc.status} while the default branch was read"

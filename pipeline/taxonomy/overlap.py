@@ -40,10 +40,12 @@ How the three callers use it (wiring is done elsewhere)
     The build's mixing: ``leaked_samples(held_out_questions, sample_questions)`` lists the
     samples that near-duplicate a held-out question, to drop and count in the report.
 
-Semantic pass (not built yet)
-    ``check(..., extra=[matcher])`` takes more :class:`UnitMatcher` objects (e.g. sentence
-    embeddings). Each returns :class:`~pipeline.taxonomy.overlap_index.UnitMatch` rows for a query leaf,
-    which are merged with the lexical ones before the leaf and seed rules are applied.
+Semantic pass
+    ``check(..., extra=[matcher])`` takes more :class:`UnitMatcher` objects (sentence
+    embeddings: :mod:`pipeline.semantic`, outside this package because it needs torch). Each
+    returns :class:`~pipeline.taxonomy.overlap_index.UnitMatch` rows for a query leaf, which are
+    merged with the lexical ones before the leaf and seed rules are applied; a seed found both
+    ways is reported as the lexical repeat, one found only ``by_meaning`` says so.
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class OverlapFinding(Finding):
     other_column: int = 1
     other_path: str | None = None
     similarity: float = 0.0
+    #: Found by the semantic pass (same meaning, other words), not by shared words.
+    by_meaning: bool = False
 
     def with_severity(self, severity: Severity) -> OverlapFinding:
         return OverlapFinding(
@@ -148,6 +152,7 @@ class OverlapFinding(Finding):
             self.other_column,
             self.other_path,
             self.similarity,
+            self.by_meaning,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -160,6 +165,8 @@ class OverlapFinding(Finding):
         }
         if self.other_path is not None:
             related["path"] = self.other_path
+        if self.by_meaning:
+            related["by_meaning"] = True
         out["related"] = related
         return out
 
@@ -367,19 +374,30 @@ def check(
             if m.leaf.path in covered or m.similarity < settings.seed_threshold:
                 continue
             old = best.get(m.query)
-            key = (-m.similarity, m.leaf.path, m.unit.line)
-            if old is None or key < (-old.similarity, old.leaf.path, old.unit.line):
+            key = (m.by_meaning, -m.similarity, m.leaf.path, m.unit.line)  # words first
+            if old is None or key < (
+                old.by_meaning,
+                -old.similarity,
+                old.leaf.path,
+                old.unit.line,
+            ):
                 best[m.query] = m
         for q in sorted(best):
             m, unit = best[q], units[q]
+            how = (
+                f"says the same as one in {m.leaf.path} at line {m.unit.line} in other words "
+                f"(a paraphrase found by meaning: {_pct(m.similarity)} similar)"
+                if m.by_meaning
+                else f"repeats one in {m.leaf.path} at line {m.unit.line} "
+                f"({_pct(m.similarity)} similar)"
+            )
             findings.append(
                 OverlapFinding(
                     RULE_SEED,
                     sev,
                     unit.line,
                     unit.column,
-                    f"this {_noun(unit)} repeats one in {m.leaf.path} at line {m.unit.line} "
-                    f"({_pct(m.similarity)} similar)",
+                    f"this {_noun(unit)} {how}",
                     "Replace it with an example the tree does not have yet.",
                     unit.yaml_path,
                     m.leaf.path,
@@ -387,6 +405,7 @@ def check(
                     m.unit.column,
                     m.unit.yaml_path,
                     m.similarity,
+                    m.by_meaning,
                 )
             )
         findings += _within(leaf.path, units, sigs, settings)

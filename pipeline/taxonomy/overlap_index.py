@@ -274,12 +274,14 @@ class IndexedLeaf:
 @dataclass(frozen=True, slots=True)
 class UnitMatch:
     """Query unit ``query`` (an index into the query's units) near-matches ``unit`` of the
-    indexed leaf ``leaf`` with estimated Jaccard ``similarity``."""
+    indexed leaf ``leaf`` with estimated Jaccard ``similarity`` (or, ``by_meaning``, the cosine
+    similarity of sentence embeddings: a paraphrase found by the semantic pass)."""
 
     query: int
     leaf: IndexedLeaf
     unit: Unit
     similarity: float
+    by_meaning: bool = False
 
 
 def leaf_signatures(leaf: OverlapLeaf) -> tuple[tuple[Unit, ...], U32]:

@@ -33,6 +33,7 @@ from pipeline.taxonomy.overlap import (
     OverlapIndex,
     OverlapLeaf,
     OverlapSettings,
+    UnitMatcher,
     build_index,
     check,
     read_leaf,
@@ -288,9 +289,15 @@ def _shown(rel: str, root: Path, here: Path) -> str:
         return os.path.relpath(full, here) if full.is_absolute() else full.as_posix()
 
 
-def check_results(results: Sequence[FileResult], tree: TreeIndex, settings: OverlapSettings) -> int:
+def check_results(
+    results: Sequence[FileResult],
+    tree: TreeIndex,
+    settings: OverlapSettings,
+    extra: Sequence[UnitMatcher] = (),
+) -> int:
     """Add overlap findings to each checked file's result (files that cannot be read as a leaf
-    get none: their validation findings say why). Returns how many findings were added."""
+    get none: their validation findings say why); ``extra``: more matchers (the semantic
+    pass). Returns how many findings were added."""
     here = Path.cwd().resolve()
     by_rel: dict[str, FileResult] = {}
     leaves = []
@@ -307,7 +314,7 @@ def check_results(results: Sequence[FileResult], tree: TreeIndex, settings: Over
             by_rel[rel] = result
             leaves.append(leaf)
     added = 0
-    for rel, findings in check(tree.index, leaves, settings).items():
+    for rel, findings in check(tree.index, leaves, settings, extra=extra).items():
         result = by_rel[rel]
         shown: list[OverlapFinding] = []
         for f in findings:
