@@ -74,17 +74,16 @@ def command(job: Job, ctx: Context) -> str:
     payload: dict[str, Any] = spec.payload
     user = str(payload.get("user", ""))
     word = str(payload.get("command", "help"))
+
+    def reply(text: str) -> None:
+        upsert_sticky(ctx, inst, repo, number, "command", text)
+
     if not may_command(ctx, inst, repo, user):
         if ctx.limits is not None and not ctx.limits.first_refusal(repo, number, user):
             return "unauthorized-again"
-        upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "command",
+        reply(
             f"@{user}: {markup.code('/labbot ' + word)} needs write access to this repository "
-            "(or a place on the `commands.allowed_users` list in `.github/labbot.yml`).",
+            "(or a place on the `commands.allowed_users` list in `.github/labbot.yml`)."
         )
         return "unauthorized"
     comment_id = payload.get("comment_id")
@@ -92,39 +91,20 @@ def command(job: Job, ctx: Context) -> str:
         ctx.client.react(inst, repo, comment_id, "eyes")
     if word == "check":
         head = ctx.client.pull(inst, repo, number)["head"]["sha"]
-        upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "command",
-            f"@{user} asked for `/labbot check`: checking {markup.code(str(head)[:7])} again.",
-        )
+        reply(f"@{user} asked for `/labbot check`: checking {markup.code(str(head)[:7])} again.")
         return validate_pull(job, ctx, head_sha=str(head))
     if word == "preview":
         refused = preview_wait(ctx, inst, repo, number)
         if refused is not None:
-            upsert_sticky(
-                ctx,
-                inst,
-                repo,
-                number,
-                "command",
-                f"@{user} asked for `/labbot preview`: not now, {refused}.",
-            )
+            reply(f"@{user} asked for `/labbot preview`: not now, {refused}.")
             return "preview-rate-limited"
         head = str(ctx.client.pull(inst, repo, number)["head"]["sha"])
         ctx.queue.enqueue(
             JobSpec.for_commit(JobKind.PREVIEW, repo, number, head, inst, {"reason": "command"})
         )
-        upsert_sticky(
-            ctx,
-            inst,
-            repo,
-            number,
-            "command",
-            f"@{user} asked for `/labbot preview`: generating samples for {markup.code(head[:7])}.",
+        reply(
+            f"@{user} asked for `/labbot preview`: generating samples for {markup.code(head[:7])}."
         )
         return "preview-queued"
-    upsert_sticky(ctx, inst, repo, number, "command", render.HELP)
+    reply(render.HELP)
     return "help"
